@@ -1,0 +1,118 @@
+"""The ``blindinpaint`` command: one entry point, one subcommand per job.
+
+Each ``_add_<command>`` function below declares that command's arguments and
+names its runner as ``"module:function"``; the runner module is imported only
+when the command runs, so ``blindinpaint --help`` stays fast.  A runner takes
+the parsed ``argparse.Namespace`` and returns an exit status (0 = success).
+
+Errors the user can cause raise :class:`blindinpaint.errors.UserError`; they are
+printed as one line (``blindinpaint: error: ...``) with exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from . import __version__
+from .errors import UserError
+
+
+def _runner(target: str):
+    return {"_runner": target}
+
+
+# --------------------------------------------------------------------------- data
+def _add_synth(sub) -> None:
+    p = sub.add_parser("synth", help="write a seeded synthetic benchmark folder (input/gt/mask + manifest)")
+    p.add_argument("--images", required=True, help="folder of clean photos (searched recursively) or a corpus folder")
+    p.add_argument("--split", default=None, help="with a corpus folder: use the photos of this split (train/val/test)")
+    p.add_argument("--patterns", default="image,constant,noise,text",
+                   help="comma list of: image, constant, single_color, noise, graffiti, text, logo")
+    p.add_argument("--buckets", default="0-30,30-60", help="comma list of hole-ratio buckets in percent, e.g. 0-30,30-60")
+    p.add_argument("--per-image", type=int, default=1, help="samples per photo, pattern and bucket")
+    p.add_argument("--size", type=int, default=256, help="side of the square samples in pixels")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--noise-images", default=None, help="folder of photos used as 'image' noise content")
+    p.add_argument("--assets", default=None, help="folder made by 'blindinpaint data assets' (fonts, logos)")
+    p.add_argument("--bidirectional", action="store_true", help="also write the inverted-mask target for 'image'")
+    p.add_argument("-o", "--out", required=True, help="output folder")
+    p.set_defaults(**_runner("blindinpaint.data.bench:synth_main"))
+
+
+def _add_data(sub) -> None:
+    p = sub.add_parser("data", help="build the offline photo corpus and corruption assets from Debian packages")
+    dsub = p.add_subparsers(dest="data_command", required=True, metavar="{photos,assets}")
+    ph = dsub.add_parser("photos", help="extract real photographs from Debian packages + the scikit-image wheel")
+    ph.add_argument("dir", help="output folder (photos + manifest.json + contact sheet)")
+    ph.add_argument("--seed", type=int, default=0, help="seed of the train/val/test split")
+    ph.add_argument("--cache", default=None, help="folder for downloaded .deb/.whl files (default DIR/.cache)")
+    ph.set_defaults(**_runner("blindinpaint.data.photos:photos_main"))
+    asp = dsub.add_parser("assets", help="fonts and logos for the text/graffiti/logo corruptions")
+    asp.add_argument("dir", help="output folder (fonts/, logos/, manifest.json)")
+    asp.add_argument("--cache", default=None, help="folder for downloaded .deb files (default DIR/.cache)")
+    asp.set_defaults(**_runner("blindinpaint.data.photos:assets_main"))
+
+
+# ------------------------------------------------------------------------- models
+def _add_info(sub) -> None:
+    p = sub.add_parser("info", help="parameters per module, MACs, latency and peak memory of a model or config")
+    p.add_argument("model", help="config file (configs/*.yaml), bundled model name, export or run directory")
+    p.add_argument("--size", type=int, default=256, help="square input side for MACs/latency")
+    p.add_argument("--repeats", type=int, default=5, help="timed forward passes (median reported)")
+    p.add_argument("--no-latency", action="store_true", help="skip the latency and memory measurement")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(**_runner("blindinpaint.profile:info_main"))
+
+
+def _add_train(sub) -> None:
+    p = sub.add_parser("train", help="train a model from a config (any model family)")
+    p.add_argument("--config", required=True, help="YAML config, e.g. configs/hcl_tiny.yaml")
+    p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. data.root=DIR train.steps=1000")
+    p.set_defaults(**_runner("blindinpaint.train.cli:train_main"))
+
+
+def _add_export(sub) -> None:
+    p = sub.add_parser("export", help="export a run's weights as model.safetensors + config.json")
+    p.add_argument("run", help="run directory or checkpoint file")
+    p.add_argument("-o", "--out", required=True, help="output folder")
+    p.add_argument("--fp32", action="store_true", help="store float32 instead of float16")
+    p.set_defaults(**_runner("blindinpaint.hub:export_main"))
+
+
+COMMANDS = [_add_synth, _add_data, _add_info, _add_train, _add_export]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="blindinpaint", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"blindinpaint {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in COMMANDS:
+        add(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    module_name, func_name = args._runner.split(":")
+    try:
+        func = getattr(importlib.import_module(module_name), func_name)
+        status = func(args)
+    except UserError as exc:
+        print(f"blindinpaint: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("blindinpaint: interrupted", file=sys.stderr)
+        return 130
+    return int(status or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

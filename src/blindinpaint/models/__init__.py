@@ -1,0 +1,1 @@
+"""Pure ``nn.Module`` definitions; builders live in :mod:`blindinpaint.models.registry`."""
