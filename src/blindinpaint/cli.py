@@ -35,9 +35,16 @@ def _add_synth(sub) -> None:
     p.add_argument("--per-image", type=int, default=1, help="samples per photo, pattern and bucket")
     p.add_argument("--size", type=int, default=256, help="side of the square samples in pixels")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--noise-images", default=None, help="folder of photos used as 'image' noise content")
+    p.add_argument("--noise-images", default=None,
+                   help="folder of photos used as 'image' noise content (default: the --images photos)")
+    p.add_argument("--noise-split", default=None,
+                   help="with a corpus folder as --noise-images: use this split (e.g. noise_test)")
     p.add_argument("--assets", default=None, help="folder made by 'blindinpaint data assets' (fonts, logos)")
     p.add_argument("--bidirectional", action="store_true", help="also write the inverted-mask target for 'image'")
+    p.add_argument("--blur-sigma", type=float, default=3.0,
+                   help="boundary blur sigma in pixels at 256 px, scaled with --size (authors: 3)")
+    p.add_argument("--mask-kind", default="brush", choices=("brush", "rect", "mixed"),
+                   help="free-form brush strokes (authors' generator), rectangles, or both")
     p.add_argument("-o", "--out", required=True, help="output folder")
     p.set_defaults(**_runner("blindinpaint.data.bench:synth_main"))
 

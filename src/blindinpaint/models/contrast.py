@@ -1,0 +1,555 @@
+"""Hierarchical contrastive corruption detection (HCL main Sec. 3.2, SPEC sections 0 and 3).
+
+Stages run coarse -> fine on the encoder's feature maps (the paper's S1 is the coarsest).  Each
+stage projects its features to unit embeddings (Eq. 3, Eq. 6 with inter-stage consistency),
+clusters them into two groups with batched spherical K-means (Eq. 4), turns cosine similarities
+into a soft P(hole) (Eq. 5 as corrected in SPEC section 0), decides which cluster is the hole
+(classifier at S1, centre matching at S2+), and marks the confident pixels as *decided*.  The next
+finer stage re-clusters only the still-undecided pixels (quadtree refinement): their features are
+gathered into a flat tensor, so the work really shrinks with the undecided fraction.
+
+The circle-form contrastive loss of Eq. 2 with the query / representative sampling of SPEC
+section 3 and the S1 classifier's BCE live here too (one concern: contrastive detection).
+
+Mask convention: ``hole`` = 1 / True = corrupted pixel, ``valid`` = clean pixel.  ``valid_px``
+marks real image pixels (1) versus padding (0), which is a different notion.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..errors import ConfigError
+from .kmeans import cosine_to_centres, spherical_kmeans
+
+_MASKED_LOGIT = -1.0e4  # finite stand-in for -inf inside logsumexp (keeps gradients NaN-free)
+
+
+@dataclass
+class ContrastConfig:
+    """Settings of the hierarchical contrastive detector (defaults = paper / authors' code).
+
+    no_corruption: label-free "nothing is corrupted" rule (SPEC section 3, last paragraph).
+      ``centre_cosine``: an image is clean when the cosine similarity of its two S1 centres
+      exceeds ``clean_threshold``.  K-means always splits in two; on a corrupted image the
+      contrastive loss drives the two regions' embeddings apart (low or negative centre cosine),
+      while the two halves of one homogeneous population stay close.  The statistic is
+      scale-free and needs no labels; calibrate ``clean_threshold`` on clean validation photos
+      (its default is a placeholder until then).  ``off`` never declares an image clean.
+    confidence: ``code`` = P(assigned cluster) = softmax(cos / tau) (authors' code, SPEC section 0);
+      ``paper`` = Eq. 5 exactly as printed, softmax(-cos / tau) at the assigned cluster, which for
+      K = 2 equals 1 - the code confidence (the sign is a typo; kept for the ablation).  It ranks
+      pixels for the decided / uncertain split; P(hole) outputs always use the code form.
+    """
+
+    stages: int = 3
+    embed_dim: int = 64
+    hidden_dim: int = 128
+    tau: float = 0.1
+    kmeans_iters: int = 3
+    kmeans_restarts: int = 1
+    seed: int = 0
+    inter_stage: bool = True
+    hierarchical: bool = True
+    sample_selection: bool = True
+    decided_fraction: float = 0.95
+    erode: int = 1
+    edge_radius: int = 2
+    max_queries: int = 512
+    max_representatives: int = 256
+    confidence: Literal["code", "paper"] = "code"
+    polarity_from_gt_in_training: bool = True
+    no_corruption: Literal["centre_cosine", "off"] = "centre_cosine"
+    clean_threshold: float = 0.5
+
+    def validate(self) -> None:
+        if not 1 <= self.stages <= 4:
+            raise ConfigError(f"contrast.stages must be 1-4, got {self.stages}")
+        for name in ("embed_dim", "hidden_dim", "kmeans_iters", "kmeans_restarts",
+                     "max_queries", "max_representatives"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"contrast.{name} must be >= 1, got {getattr(self, name)}")
+        if self.max_representatives < 4:
+            raise ConfigError("contrast.max_representatives must be >= 4 (two classes x edge/interior)")
+        if self.tau <= 0:
+            raise ConfigError(f"contrast.tau must be > 0, got {self.tau}")
+        if not 0.0 < self.decided_fraction <= 1.0:
+            raise ConfigError(f"contrast.decided_fraction must be in (0, 1], got {self.decided_fraction}")
+        if self.erode < 0 or self.edge_radius < 0:
+            raise ConfigError("contrast.erode and contrast.edge_radius must be >= 0")
+        if self.confidence not in ("code", "paper"):
+            raise ConfigError(f"contrast.confidence must be 'code' or 'paper', got {self.confidence!r}")
+        if self.no_corruption not in ("centre_cosine", "off"):
+            raise ConfigError(
+                f"contrast.no_corruption must be 'centre_cosine' or 'off', got {self.no_corruption!r}")
+        if not -1.0 <= self.clean_threshold <= 1.0:
+            raise ConfigError(f"contrast.clean_threshold is a cosine in [-1, 1], got {self.clean_threshold}")
+
+
+@dataclass
+class Detection:
+    """Output of :class:`HierarchicalDetector`; every list runs coarse -> fine (S1 first).
+
+    hole:              B x 1 x H_s x W_s float {0, 1}, 1 = hole; all 0 for images judged clean
+    prob_hole:         B x 1 x H_s x W_s soft P(hole) in [0, 1] (0 for clean images), no gradient
+    embeddings:        B x E x H_s x W_s L2-normalised projections, with gradient
+    decided:           B x 1 x H_s x W_s bool, decided at or before stage s (all True at the last)
+    uncertain_in:      B x 1 x H_s x W_s bool, positions re-clustered at stage s (None at S1)
+    centres:           B x 2 x E K-means centres (K-means order), no gradient
+    refined_fraction:  per stage, fraction of real pixels (re-)clustered (1.0 at S1)
+    classifier_logits: B x 2, logit that S1 centre k is the VALID one
+    clean:             B bool, no-corruption decision (then all hole masks are 0)
+    valid_centre:      per stage, B long index into ``centres[s]`` of the valid cluster
+    cluster_prob_hole: per stage, P(hole) before the no-corruption override (loss sampling)
+    valid_px:          per stage, B x 1 x H_s x W_s bool, real image pixels (not padding)
+    clean_score:       B, the no-corruption statistic (cosine of the two S1 centres)
+    gathered_rows:     per stage, number of feature rows gathered and labelled by K-means
+    """
+
+    hole: list[Tensor]
+    prob_hole: list[Tensor]
+    embeddings: list[Tensor]
+    decided: list[Tensor]
+    uncertain_in: list[Optional[Tensor]]
+    centres: list[Tensor]
+    refined_fraction: list[float]
+    classifier_logits: Tensor
+    clean: Tensor
+    valid_centre: list[Tensor]
+    cluster_prob_hole: list[Tensor]
+    valid_px: list[Tensor]
+    clean_score: Tensor
+    gathered_rows: list[int]
+
+
+class ProjectionHead(nn.Module):
+    """Eq. 3: two "fully connected" layers (1x1 convs) with GELU in between, then L2 normalisation.
+
+    B x C_in x H x W -> B x E x H x W, unit norm along channels.
+    """
+
+    def __init__(self, in_channels: int, hidden_dim: int, embed_dim: int):
+        super().__init__()
+        self.fc1 = nn.Conv2d(in_channels, hidden_dim, 1)
+        self.act = nn.GELU()
+        self.fc2 = nn.Conv2d(hidden_dim, embed_dim, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.normalize(self.fc2(self.act(self.fc1(x))), dim=1)
+
+
+def _up2(x: Tensor) -> Tensor:
+    """Nearest x2 upsampling (quadtree parent -> its 2x2 children); works for bool maps."""
+    return x.repeat_interleave(2, dim=-2).repeat_interleave(2, dim=-1)
+
+
+def _erode(mask: Tensor, radius: int) -> Tensor:
+    """Binary erosion of a B x 1 x H x W bool map with a (2r+1)^2 square; outside counts as inside."""
+    if radius == 0:
+        return mask
+    x = F.pad(mask.float(), (radius,) * 4, value=1.0)
+    return -F.max_pool2d(-x, 2 * radius + 1, stride=1) > 0.5
+
+
+def _dilate(mask: Tensor, radius: int) -> Tensor:
+    if radius == 0:
+        return mask
+    return F.max_pool2d(mask.float(), 2 * radius + 1, stride=1, padding=radius) > 0.5
+
+
+def _rank_in_groups(score: Tensor, group: Tensor, num_groups: int) -> tuple[Tensor, Tensor]:
+    """Rank (0 = largest score) of each row within its group, and the size of each group.
+
+    score, group: M.  Stable sorts keep ties in row order, which within an image is position order,
+    so ranks never depend on the other images of a batch.
+    """
+    by_score = torch.argsort(score, descending=True, stable=True)
+    order = by_score[torch.argsort(group[by_score], stable=True)]
+    counts = torch.bincount(group, minlength=num_groups)
+    start = counts.cumsum(0) - counts
+    rank = torch.empty_like(group)
+    rank[order] = torch.arange(group.numel(), device=group.device) - start[group[order]]
+    return rank, counts
+
+
+def match_polarity(prev_centres: Tensor, prev_valid: Tensor, centres: Tensor) -> Tensor:
+    """Polarity at S2+ (SPEC section 3): classify the previous stage's centres with the new clustering.
+
+    prev_centres, centres: B x 2 x E unit; prev_valid: B long, index of the previous valid centre.
+    Returns B long, index of the new valid centre: the pairing (valid -> valid, hole -> hole) with
+    the larger summed cosine similarity.  Swapping the previous centres flips the answer.
+    """
+    batch = torch.arange(prev_centres.shape[0], device=prev_centres.device)
+    prev_v = prev_centres[batch, prev_valid]
+    prev_h = prev_centres[batch, 1 - prev_valid]
+    sim_v = (centres * prev_v.unsqueeze(1)).sum(-1)  # B x 2
+    sim_h = (centres * prev_h.unsqueeze(1)).sum(-1)
+    keep = sim_v[:, 0] + sim_h[:, 1] >= sim_v[:, 1] + sim_h[:, 0]
+    return torch.where(keep, 0, 1).long()
+
+
+def _gt_valid_centre(assign: Tensor, real: Tensor, hole_frac: Tensor, seg: Tensor,
+                     num_images: int) -> tuple[Tensor, Tensor]:
+    """Training-time S1 polarity from the ground truth: the labelling that agrees with more pixels.
+
+    assign: M long cluster of each row; real: M bool; hole_frac: M true hole fraction of the row's
+    patch; seg: M image index.  Returns (B long valid centre index, B bool "not a tie").
+    """
+    w = real.float()
+    valid_frac = 1.0 - hole_frac
+    agree0 = torch.where(assign == 0, valid_frac, hole_frac) * w  # centre 0 valid, centre 1 hole
+    agree1 = torch.where(assign == 1, valid_frac, hole_frac) * w
+    a0 = torch.zeros(num_images, device=assign.device).index_add_(0, seg, agree0)
+    a1 = torch.zeros(num_images, device=assign.device).index_add_(0, seg, agree1)
+    return (a1 > a0).long(), a0 != a1
+
+
+def pool_ground_truth(gt_hole: Tensor, size: tuple[int, int]) -> tuple[Tensor, Tensor, Tensor]:
+    """Full-resolution hole mask -> per-position statistics of its patch at a stage's grid.
+
+    gt_hole: B x 1 x H x W {0, 1} (1 = hole), H and W integer multiples of the stage size.
+    Returns (hole fraction, entirely valid, entirely hole), each B x 1 x h x w (float, bool, bool).
+    """
+    h, w = size
+    H, W = gt_hole.shape[-2:]
+    if H % h or W % w:
+        raise ValueError(f"gt_hole of size {H}x{W} is not an integer multiple of the {h}x{w} stage map; "
+                         "pass the mask at the (padded) network input resolution")
+    hole = (gt_hole > 0.5).float()
+    k = (H // h, W // w)
+    frac = F.avg_pool2d(hole, k)
+    any_hole = F.max_pool2d(hole, k) > 0.5
+    all_hole = -F.max_pool2d(-hole, k) > 0.5
+    return frac, ~any_hole, all_hole
+
+
+class HierarchicalDetector(nn.Module):
+    """Projection heads, batched K-means, polarity, decided/uncertain split and quadtree refinement.
+
+    stage_channels: encoder channels of the stages it sees, coarse -> fine (e.g. [128, 64, 32]).
+    Parameters: ``heads`` (one :class:`ProjectionHead` per stage), ``maps`` (Eq. 6 inter-stage
+    1x1 convs C_{s-1} -> C_{s-1}/4, one per stage after the first) and ``cluster_classifier``
+    (Linear E->E, ReLU, Linear E->1 on each S1 centre).
+    """
+
+    def __init__(self, stage_channels: list[int], cfg: ContrastConfig):
+        super().__init__()
+        cfg.validate()
+        if len(stage_channels) != cfg.stages:
+            raise ConfigError(f"contrast.stages = {cfg.stages} but the encoder hands over "
+                              f"{len(stage_channels)} feature maps")
+        self.cfg = cfg
+        self.stage_channels = list(stage_channels)
+        self.maps = nn.ModuleList()
+        self.heads = nn.ModuleList()
+        for s, c in enumerate(stage_channels):
+            in_ch = c
+            if cfg.inter_stage and s > 0:
+                prev = stage_channels[s - 1]
+                if prev < 4:
+                    raise ConfigError(f"inter-stage map needs >= 4 channels at stage {s}, got {prev}")
+                self.maps.append(nn.Conv2d(prev, prev // 4, 1))  # Eq. 6: F_map, linear
+                in_ch += prev // 4
+            self.heads.append(ProjectionHead(in_ch, cfg.hidden_dim, cfg.embed_dim))
+        self.cluster_classifier = nn.Sequential(  # Sec. 3.2.1: two FC layers with ReLU
+            nn.Linear(cfg.embed_dim, cfg.embed_dim), nn.ReLU(), nn.Linear(cfg.embed_dim, 1))
+
+    # ----------------------------------------------------------------------------- embeddings
+    def embed(self, feats: list[Tensor]) -> list[Tensor]:
+        """Encoder features (coarse -> fine, B x C_s x H_s x W_s) -> unit embeddings B x E x H_s x W_s."""
+        out = []
+        for s, f in enumerate(feats):
+            x = f
+            if self.cfg.inter_stage and s > 0:  # Eq. 6; not detached: gradients reach stage s-1
+                x = torch.cat([f, _up2(self.maps[s - 1](feats[s - 1]))], dim=1)
+            out.append(self.heads[s](x))
+        return out
+
+    def classify_centres(self, centres: Tensor) -> Tensor:
+        """B x 2 x E S1 centres -> B x 2 logits that centre k is the valid one."""
+        return self.cluster_classifier(centres).squeeze(-1)
+
+    def forward(self, feats: list[Tensor], valid_px: list[Tensor],
+                gt_hole: Optional[Tensor] = None) -> Detection:
+        """feats[i]: B x C_i x H_i x W_i (coarse -> fine, H_{i+1} = 2 H_i); valid_px[i]: B x 1 x H_i x W_i
+        float (1 = real pixel, 0 = padding); gt_hole: B x 1 x H x W {0,1} at the padded input
+        resolution, used only in training mode for S1 polarity.  Returns a :class:`Detection`."""
+        if len(feats) != self.cfg.stages or len(valid_px) != self.cfg.stages:
+            raise ValueError(f"expected {self.cfg.stages} feature maps and valid_px maps, "
+                             f"got {len(feats)} and {len(valid_px)}")
+        for s, f in enumerate(feats):
+            if f.shape[1] != self.stage_channels[s]:
+                raise ValueError(f"stage {s + 1} features have {f.shape[1]} channels, expected "
+                                 f"{self.stage_channels[s]}")
+        return self.detect(self.embed(feats), valid_px, gt_hole)
+
+    # ------------------------------------------------------------------------------ detection
+    def detect(self, embeddings: list[Tensor], valid_px: list[Tensor],
+               gt_hole: Optional[Tensor] = None) -> Detection:
+        """Cluster precomputed unit embeddings (list of B x E x H_s x W_s, coarse -> fine)."""
+        cfg = self.cfg
+        for s in range(1, len(embeddings)):
+            if tuple(embeddings[s].shape[-2:]) != tuple(2 * n for n in embeddings[s - 1].shape[-2:]):
+                raise ValueError(f"stage {s + 1} map {tuple(embeddings[s].shape[-2:])} is not twice "
+                                 f"stage {s}'s {tuple(embeddings[s - 1].shape[-2:])}")
+        use_gt = gt_hole is not None and self.training and cfg.polarity_from_gt_in_training
+        last = len(embeddings) - 1
+        out: dict[str, list] = {k: [] for k in ("hole", "prob", "decided", "uncertain", "centres",
+                                                "refined", "valid_centre", "real", "rows")}
+        logits = clean = clean_score = None
+        for s, emb in enumerate(embeddings):
+            B, E, H, W = emb.shape
+            N = H * W
+            real = valid_px[s].reshape(B, 1, H, W) > 0.5
+            hierarchy = cfg.hierarchical and s > 0
+            if hierarchy:  # quadtree: decided parents fix their 2x2 children
+                inherited = _up2(out["decided"][-1])
+                prob = _up2(out["prob"][-1]).reshape(-1).clone()
+            else:
+                inherited = torch.zeros_like(real)
+                prob = emb.new_zeros(B * N, dtype=torch.float32)
+            active = ~inherited
+            # gather ONLY the pixels to (re-)label: the saving of the hierarchy is real
+            rows = torch.nonzero(active.reshape(-1)).squeeze(1)
+            img = torch.div(rows, N, rounding_mode="floor")
+            pos = rows - img * N
+            x = emb.detach().permute(0, 2, 3, 1).reshape(B * N, E)[rows].float()
+            row_real = real.reshape(-1)[rows]
+            km = spherical_kmeans(x, img, pos, B, row_real.float(), iters=cfg.kmeans_iters,
+                                  tau=cfg.tau, restarts=cfg.kmeans_restarts, seed=cfg.seed + 7919 * s)
+            centres, has = km.centres, km.has_samples
+            sim = cosine_to_centres(x, img, centres)  # M x 2
+            if s == 0:
+                logits = self.classify_centres(centres)
+                valid_c = logits.detach().argmax(dim=1)
+                if use_gt:  # authors: S1 polarity from the ground truth during training
+                    frac, _, _ = pool_ground_truth(gt_hole, (H, W))
+                    gt_valid, _ = _gt_valid_centre(sim.argmax(1), row_real, frac.reshape(-1)[rows], img, B)
+                    valid_c = gt_valid
+            else:
+                prev_centres, prev_valid = out["centres"][-1], out["valid_centre"][-1]
+                valid_c = match_polarity(prev_centres, prev_valid, centres)
+                # an image with nothing left to cluster keeps the previous stage's centres
+                centres = torch.where(has.view(-1, 1, 1), centres, prev_centres)
+                valid_c = torch.where(has, valid_c, prev_valid)
+            # Eq. 5 (SPEC section 0): P(valid) = softmax over the two centres of cos / tau
+            p_centres = torch.softmax(sim / cfg.tau, dim=1)
+            hole_c = (1 - valid_c)[img]
+            p_hole = p_centres.gather(1, hole_c.unsqueeze(1)).squeeze(1)
+            labelled = has[img]
+            p_hole = torch.where(labelled, p_hole, prob[rows])
+            prob[rows] = p_hole
+            prob_map = prob.reshape(B, 1, H, W)
+            hole_map = prob_map > 0.5
+            if s < last and cfg.hierarchical:
+                decided = self._decide(p_hole, row_real & labelled, img, rows, inherited, hole_map, real)
+            else:
+                decided = torch.ones_like(real)
+            n_real = real.sum().clamp(min=1)
+            out["refined"].append(float((active & real).sum() / n_real))
+            out["hole"].append(hole_map)
+            out["prob"].append(prob_map)
+            out["decided"].append(decided)
+            out["uncertain"].append(active if s > 0 else None)
+            out["centres"].append(centres)
+            out["valid_centre"].append(valid_c)
+            out["real"].append(real)
+            out["rows"].append(int(rows.numel()))
+            if s == 0:
+                clean_score = (centres[:, 0] * centres[:, 1]).sum(-1)
+                if cfg.no_corruption == "centre_cosine":
+                    clean = has & (clean_score > cfg.clean_threshold)
+                else:
+                    clean = torch.zeros_like(has)
+        keep = (~clean).view(-1, 1, 1, 1)
+        return Detection(
+            hole=[(h & keep).float() for h in out["hole"]],
+            prob_hole=[p * keep for p in out["prob"]],
+            embeddings=list(embeddings),
+            decided=out["decided"],
+            uncertain_in=out["uncertain"],
+            centres=out["centres"],
+            refined_fraction=out["refined"],
+            classifier_logits=logits,
+            clean=clean,
+            valid_centre=out["valid_centre"],
+            cluster_prob_hole=out["prob"],
+            valid_px=out["real"],
+            clean_score=clean_score,
+            gathered_rows=out["rows"],
+        )
+
+    def _decide(self, p_hole: Tensor, eligible: Tensor, img: Tensor, rows: Tensor,
+                inherited: Tensor, hole_map: Tensor, real: Tensor) -> Tensor:
+        """Decided vs uncertain after a non-last stage (SPEC section 3).
+
+        Of the real pixels labelled at this stage on each side of 0.5, the ``decided_fraction``
+        most confident are decided; each decided set (inherited + new, per label) is eroded so
+        region borders stay uncertain; the result accumulates onto the inherited decided map.
+        Returns B x 1 x H x W bool.
+        """
+        cfg = self.cfg
+        B = real.shape[0]
+        side_hole = p_hole > 0.5
+        conf = torch.where(side_hole, p_hole, 1.0 - p_hole)
+        if cfg.confidence == "paper":  # Eq. 5 as printed: softmax(-cos/tau) at the assigned centre
+            conf = 1.0 - conf
+        group = torch.where(eligible, img * 2 + side_hole.long(), torch.full_like(img, 2 * B))
+        rank, counts = _rank_in_groups(conf, group, 2 * B + 1)
+        quota = torch.floor(counts.double() * cfg.decided_fraction + 1e-6).long()
+        newly = eligible & (rank < quota[group])
+        new_hole = torch.zeros(real.numel(), dtype=torch.bool, device=real.device)
+        new_valid = torch.zeros_like(new_hole)
+        new_hole[rows[newly & side_hole]] = True
+        new_valid[rows[newly & ~side_hole]] = True
+        new_hole, new_valid = new_hole.view_as(real), new_valid.view_as(real)
+        pad = ~real  # padding counts as inside both sets, so it never erodes real pixels
+        keep_hole = _erode((inherited & hole_map) | new_hole | pad, cfg.erode)
+        keep_valid = _erode((inherited & ~hole_map) | new_valid | pad, cfg.erode)
+        return inherited | (new_hole & keep_hole) | (new_valid & keep_valid)
+
+
+# ---------------------------------------------------------------------------------- losses
+def _gather_rows(maps: Tensor, idx: Tensor) -> Tensor:
+    """maps: B x C x H x W, idx: B x K flat positions -> B x K x C."""
+    B, C = maps.shape[:2]
+    flat = maps.reshape(B, C, -1).transpose(1, 2)
+    return flat.gather(1, idx.unsqueeze(-1).expand(-1, -1, C))
+
+
+def _sample_queries(eligible: Tensor, max_queries: int,
+                    generator: Optional[torch.Generator]) -> tuple[Tensor, Tensor]:
+    """Uniform random subset of eligible positions, at most ``max_queries`` per image.
+
+    eligible: B x N bool.  Returns (B x Q flat positions, B x Q bool mask), Q = min(max, N).
+    Random scores + top-k: vectorised over images; seeded through ``generator``.
+    """
+    B, N = eligible.shape
+    scores = torch.rand(B, N, generator=generator, device=eligible.device)
+    scores = torch.where(eligible, scores, torch.full_like(scores, -1.0))
+    idx = scores.topk(min(max_queries, N), dim=1).indices
+    return idx, eligible.gather(1, idx)
+
+
+def _extremes(conf: Tensor, member: Tensor, quota: int) -> Tensor:
+    """Per image, up to ``quota`` members taken from both confidence extremes (half most, half least
+    confident).  conf, member: B x N.  Returns B x N bool selection."""
+    masked = torch.where(member, conf, torch.full_like(conf, float("-inf")))
+    order = torch.argsort(masked, dim=1, descending=True, stable=True)
+    rank = torch.empty_like(order)
+    rank.scatter_(1, order, torch.arange(conf.shape[1], device=conf.device).expand_as(order))
+    n = member.sum(1, keepdim=True)
+    k = n.clamp(max=quota)
+    k_top = (k + 1) // 2
+    k_bottom = k - k_top
+    return member & ((rank < k_top) | (rank >= n - k_bottom))
+
+
+def _representatives(det: Detection, stage: int, cfg: ContrastConfig) -> tuple[Tensor, Tensor, Tensor]:
+    """Hard-mined representatives of the coarser ``stage`` (SPEC section 3, main Fig. 3).
+
+    Its DETACHED embeddings at decided real positions, labelled with its cluster labels; per class
+    up to ``max_representatives``: half near region edges (within ``edge_radius`` of a pixel not
+    decided with that label), half elsewhere, each half from both confidence extremes.
+    Returns (B x R x E embeddings, B x R bool hole label, B x R bool mask).
+    """
+    emb = det.embeddings[stage].detach()
+    B = emb.shape[0]
+    p_hole = det.cluster_prob_hole[stage].reshape(B, -1)
+    decided = det.decided[stage].reshape(B, -1)
+    real = det.valid_px[stage]
+    label_hole = p_hole > 0.5
+    conf = torch.where(label_hole, p_hole, 1.0 - p_hole)
+    quota = cfg.max_representatives // 2
+    chosen = torch.zeros_like(decided)
+    for cls in (False, True):
+        member = decided & real.reshape(B, -1) & (label_hole == cls)
+        outside = real & ~member.view_as(real)
+        near = _dilate(outside, cfg.edge_radius).reshape(B, -1)
+        chosen |= _extremes(conf, member & near, quota)
+        chosen |= _extremes(conf, member & ~near, quota)
+    idx = chosen.float().topk(min(2 * cfg.max_representatives, chosen.shape[1]), dim=1).indices
+    return _gather_rows(emb, idx), label_hole.gather(1, idx), chosen.gather(1, idx)
+
+
+def circle_loss(q: Tensor, q_hole: Tensor, q_mask: Tensor, keys: Tensor, k_hole: Tensor,
+                k_mask: Tensor, tau: float, self_keys: int) -> Tensor:
+    """Eq. 2 per image, averaged over queries (SPEC section 0): returns B losses and B "has queries".
+
+    q: B x Q x E, keys: B x K x E (unit); q_hole / k_hole: bool labels; masks: bool.  The first
+    ``self_keys`` keys are the queries themselves (pairs (i, i) excluded).  For each query:
+    ``log(1 + sum_P exp(-s_qp / tau) * sum_N exp(s_qn / tau)) = softplus(LSE_P(-s/tau) + LSE_N(s/tau))``.
+    Queries lacking a positive or a negative are masked out.
+    """
+    s = torch.einsum("bqe,bke->bqk", q.float(), keys.float()) / tau
+    pair = q_mask.unsqueeze(2) & k_mask.unsqueeze(1)
+    if self_keys:
+        eye = torch.eye(q.shape[1], self_keys, dtype=torch.bool, device=q.device)
+        pair[:, :, :self_keys] &= ~eye
+    same = q_hole.unsqueeze(2) == k_hole.unsqueeze(1)
+    pos, neg = pair & same, pair & ~same
+    fill = torch.full_like(s, _MASKED_LOGIT)
+    lse_pos = torch.logsumexp(torch.where(pos, -s, fill), dim=2)
+    lse_neg = torch.logsumexp(torch.where(neg, s, fill), dim=2)
+    used = q_mask & pos.any(2) & neg.any(2)
+    per_query = F.softplus(lse_pos + lse_neg) * used
+    n_used = used.sum(1)
+    return per_query.sum(1) / n_used.clamp(min=1), n_used > 0
+
+
+def contrastive_loss(det: Detection, gt_hole: Tensor, cfg: ContrastConfig,
+                     generator: Optional[torch.Generator] = None) -> tuple[Tensor, list[Tensor]]:
+    """Hierarchical contrastive loss: sum over stages of Eq. 2 (mean over queries, then images).
+
+    det: the detector's output; gt_hole: B x 1 x H x W {0, 1} (1 = hole) at the padded input
+    resolution; generator seeds the query subsampling.  Sampling (SPEC section 3): a query is a
+    real position whose patch of the full-resolution mask is entirely valid or entirely hole
+    (mixed patches dropped), at most ``max_queries`` per image; at S2+ (hierarchical with sample
+    selection) only positions left uncertain by the coarser stage, with the coarser stage's
+    hard-mined representatives added as keys.  Returns (total, per-stage losses).
+    """
+    per_stage = []
+    for s, emb in enumerate(det.embeddings):
+        B, E, H, W = emb.shape
+        real = det.valid_px[s].reshape(B, -1)
+        _, pure_valid, pure_hole = pool_ground_truth(gt_hole, (H, W))
+        eligible = real & (pure_valid | pure_hole).reshape(B, -1)
+        selective = s > 0 and cfg.hierarchical and cfg.sample_selection
+        if selective:
+            eligible &= det.uncertain_in[s].reshape(B, -1)
+        idx, q_mask = _sample_queries(eligible, cfg.max_queries, generator)
+        q = _gather_rows(emb, idx)
+        q_hole = pure_hole.reshape(B, -1).gather(1, idx)
+        keys, k_hole, k_mask = q, q_hole, q_mask
+        if selective:
+            r, r_hole, r_mask = _representatives(det, s - 1, cfg)
+            keys = torch.cat([q, r.to(q.dtype)], dim=1)
+            k_hole = torch.cat([q_hole, r_hole], dim=1)
+            k_mask = torch.cat([q_mask, r_mask], dim=1)
+        per_image, has = circle_loss(q, q_hole, q_mask, keys, k_hole, k_mask, cfg.tau, q.shape[1])
+        per_stage.append((per_image * has).sum() / has.sum().clamp(min=1))
+    return torch.stack(per_stage).sum(), per_stage
+
+
+def classifier_loss(det: Detection, gt_hole: Tensor) -> Tensor:
+    """BCE of the S1 cluster classifier against the ground-truth polarity (valid centre = 1).
+
+    The true polarity is the labelling of the two S1 clusters that agrees with more real pixels
+    (hole fraction of each position's patch); images where both labellings tie are skipped.
+    """
+    emb = det.embeddings[0].detach()
+    B, E, H, W = emb.shape
+    x = emb.permute(0, 2, 3, 1).reshape(B * H * W, E).float()
+    img = torch.arange(B, device=x.device).repeat_interleave(H * W)
+    assign = cosine_to_centres(x, img, det.centres[0]).argmax(1)
+    frac, _, _ = pool_ground_truth(gt_hole, (H, W))
+    gt_valid, decisive = _gt_valid_centre(assign, det.valid_px[0].reshape(-1), frac.reshape(-1), img, B)
+    target = F.one_hot(gt_valid, 2).to(det.classifier_logits.dtype)
+    bce = F.binary_cross_entropy_with_logits(det.classifier_logits, target, reduction="none").mean(1)
+    return (bce * decisive).sum() / decisive.sum().clamp(min=1)

@@ -1,0 +1,190 @@
+"""Window attention, mask guidance (HCL Eq. 8-9), MAT mask update, seams, partial/gated convs."""
+
+import torch
+import torch.nn.functional as F
+
+from blindinpaint.models.layers import (GatedConv2d, PartialConv2d, TransformerBlock, WindowAttention,
+                                        shifted_window_regions, sn_conv2d, window_partition, window_reverse)
+
+
+def _block(dim=16, heads=2, shift=False, seed=0, **kw):
+    torch.manual_seed(seed)
+    block = TransformerBlock(dim, heads, window=8, shift=shift, **kw).eval()
+    with torch.no_grad():  # a visible relative bias, so it takes part in every check
+        block.attn.relative_bias_table.normal_(0, 1)
+    return block
+
+
+def _window_ids(height, width, window=8):
+    """Window index of every token of an unshifted partition, B x H x W (B = 1)."""
+    rows = torch.arange(height)[:, None] // window
+    cols = torch.arange(width)[None, :] // window
+    return (rows * ((width + window - 1) // window) + cols)[None]
+
+
+def test_partition_roundtrip():
+    x = torch.randn(2, 16, 24, 5)
+    w = window_partition(x, 8)
+    assert w.shape == (2 * 2 * 3, 64, 5)
+    assert torch.equal(window_reverse(w, 8, 16, 24), x)
+    # first window = top-left 8x8 tile, row-major
+    assert torch.equal(w[0].view(8, 8, 5), x[0, :8, :8])
+
+
+def _hole_keys_do_not_matter(shift, height, width):
+    torch.manual_seed(1)
+    block = _block(shift=shift)
+    x = torch.randn(2, height, width, 16)
+    valid = (torch.rand(2, height, width) > 0.7).float()
+    valid[1] = 0
+    valid[1, :3, :5] = 1  # image 2: valid keys in one corner only -> many windows all-hole
+    perturb = (valid == 0) & (torch.rand(2, height, width) > 0.5)  # change some hole tokens
+    x2 = x + 10 * torch.randn_like(x) * perturb.unsqueeze(-1)
+    with torch.no_grad():
+        y1, upd1 = block(x, valid)
+        y2, upd2 = block(x2, valid)
+    assert torch.equal(upd1, upd2)
+    # Unperturbed tokens that attended to at least one valid key = tokens valid after update.
+    check = (upd1 > 0) & ~perturb
+    assert check.sum() > 50
+    diff = (y1 - y2).abs().amax(-1)[check]
+    assert diff.max() < 1e-5, diff.max()
+    # Sanity: the perturbation does reach tokens whose windows hold no valid key at all.
+    blind = (upd1 == 0) & ~perturb
+    assert blind.any() and (y1 - y2).abs().amax(-1)[blind].max() > 1e-3
+
+
+def test_mask_guided_attention_ignores_hole_keys():
+    _hole_keys_do_not_matter(shift=False, height=16, width=24)
+    _hole_keys_do_not_matter(shift=True, height=16, width=24)
+    _hole_keys_do_not_matter(shift=True, height=13, width=19)  # internal padding
+
+
+def test_hole_bias_placement_option():
+    after = WindowAttention(32, 2, 8, gamma=100.0)
+    inside = WindowAttention(32, 2, 8, gamma=100.0, mask_bias="inside_scale")
+    assert after.hole_bias_scale() == 100.0  # authors' code: -100 on the scaled logits
+    assert abs(inside.hole_bias_scale() - 100.0 / 4.0) < 1e-9  # Eq. 8: (QK^T + M) / sqrt(16)
+
+
+def test_mask_update_matches_mat_rule_unshifted():
+    block = _block()
+    valid = (torch.rand(3, 16, 24) > 0.97).float()
+    with torch.no_grad():
+        _, upd = block(torch.randn(3, 16, 24, 16), valid)
+    # MAT: a window with >= 1 valid token becomes entirely valid, others stay hole.
+    win = _window_ids(16, 24).expand(3, -1, -1)
+    expected = torch.zeros_like(valid)
+    for b in range(3):
+        for wid in win[b].unique():
+            sel = win[b] == wid
+            expected[b][sel] = valid[b][sel].max()
+    assert torch.equal(upd, expected)
+    assert 0 < upd.mean() < 1
+
+
+def test_mask_update_shifted_respects_seams():
+    block = _block(shift=True)
+    height, width, sh = 16, 24, 4
+    valid = (torch.rand(2, height, width) > 0.97).float()
+    with torch.no_grad():
+        _, upd = block(torch.randn(2, height, width, 16), valid)
+    # Reference: tokens attend to each other iff they share a window of the rolled map and
+    # lie on the same side of each wrap-around seam.
+    ii, jj = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
+    ri, rj = (ii - sh) % height, (jj - sh) % width
+    key = (ri // 8) * 100 + (rj // 8) + 1000 * (ii < sh) + 2000 * (jj < sh)
+    expected = torch.zeros_like(valid)
+    for b in range(2):
+        for k in key.unique():
+            sel = key == k
+            expected[b][sel] = valid[b][sel].max()
+    assert torch.equal(upd, expected)
+
+
+def test_no_attention_across_shifted_seam():
+    # 16x16 map, window 8, shift 4: original rows 0-3 share rolled windows with rows 12-15
+    # (and columns likewise) but sit across the seam.  Changing rows 0-3 must leave rows
+    # 4-15 untouched in a shifted block, while it does change rows 4-7 in a plain block.
+    x = torch.randn(1, 16, 16, 16)
+    x2 = x.clone()
+    x2[:, :4] += 5 * torch.randn(1, 4, 16, 16)
+    shifted, plain = _block(shift=True), _block(shift=False)
+    with torch.no_grad():
+        d_shift = (shifted(x)[0] - shifted(x2)[0]).abs()
+        d_plain = (plain(x)[0] - plain(x2)[0]).abs()
+    assert d_shift[:, 4:].max() < 1e-5
+    assert d_shift[:, :4].max() > 1e-2
+    assert d_plain[:, 4:8].max() > 1e-2
+
+
+def test_seam_mask_is_zero_without_shift_axis():
+    bias, same = shifted_window_regions(16, 16, 8, 4, 0, torch.device("cpu"))
+    assert bias.shape == (4, 64, 64)
+    # windows in the top row never straddle the (vertical-shift) seam
+    assert torch.all(same[0] == 1) and torch.all(same[1] == 1)
+    assert same[2].mean() < 1
+
+
+def test_padding_never_valid_key():
+    block = _block(shift=True)
+    x = torch.randn(1, 13, 19, 16)
+    valid = torch.ones(1, 13, 19)
+    with torch.no_grad():
+        y_internal, _ = block(x, valid)
+        # Same map padded by hand to 16 x 24 with garbage, marked as not real.
+        xp = torch.randn(1, 16, 24, 16) * 100
+        xp[:, :13, :19] = x
+        real = torch.zeros(1, 16, 24)
+        real[:, :13, :19] = 1
+        validp = F.pad(valid, (0, 5, 0, 3), value=1.0)  # claims valid: padding must still lose
+        y_external, upd = block(xp, validp, real)
+    assert torch.allclose(y_internal, y_external[:, :13, :19], atol=1e-5)
+    # blind encoder path: padding excluded by `real` alone
+    with torch.no_grad():
+        y_blind, none = block(x)
+        y_blind_ext, _ = block(xp, None, real)
+    assert none is None
+    assert torch.allclose(y_blind, y_blind_ext[:, :13, :19], atol=1e-5)
+
+
+def test_block_gradients_flow_and_shapes():
+    block = _block(shift=True).train()
+    x = torch.randn(2, 10, 30, 16, requires_grad=True)
+    y, upd = block(x, torch.ones(2, 10, 30))
+    assert y.shape == x.shape and upd.shape == (2, 10, 30) and not upd.requires_grad
+    y.square().mean().backward()
+    assert torch.isfinite(x.grad).all() and block.attn.relative_bias_table.grad.abs().sum() > 0
+
+
+def test_partial_conv():
+    torch.manual_seed(0)
+    pconv = PartialConv2d(4, 6, 3)
+    x = torch.randn(1, 4, 12, 12)
+    valid = torch.ones(1, 1, 12, 12)
+    valid[..., 3:9, 3:9] = 0
+    out, new_valid = pconv(x, valid)
+    # new mask: valid wherever any valid pixel lies under the 3x3 kernel
+    assert torch.equal(new_valid, F.max_pool2d(valid, 3, 1, 1))
+    assert out[..., 5:7, 5:7].abs().max() == 0  # fully-hole receptive fields give 0
+    x2 = x + 100 * torch.randn_like(x) * (1 - valid)
+    out2, _ = pconv(x2, valid)
+    assert torch.allclose(out, out2, atol=1e-5)  # hole pixels never read
+    # fully valid input: ordinary convolution
+    full, _ = pconv(x, torch.ones_like(valid))
+    ref = F.conv2d(x, pconv.weight, pconv.bias, padding=1)
+    inner = (slice(None), slice(None), slice(1, -1), slice(1, -1))
+    assert torch.allclose(full[inner], ref[inner], atol=1e-5)
+
+
+def test_gated_and_spectral_convs():
+    g = GatedConv2d(4, 8, kernel=1, stride=2)
+    assert g.gate.kernel_size == (3, 3)  # the gate is a 3x3 conv
+    assert g(torch.randn(1, 4, 16, 16)).shape == (1, 8, 8, 8)
+    sn = sn_conv2d(3, 16, 5, stride=2)
+    assert sum(p.numel() for p in sn.parameters()) == 3 * 16 * 25 + 16
+    sn.train()
+    for _ in range(10):
+        sn(torch.randn(1, 3, 16, 16))
+    w = sn.weight.detach().flatten(1)
+    assert abs(torch.linalg.matrix_norm(w, 2).item() - 1.0) < 0.05  # spectral norm ~ 1
