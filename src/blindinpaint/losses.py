@@ -10,7 +10,7 @@ Every loss returns a scalar (mean reduction) unless stated otherwise.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -295,7 +295,8 @@ def mask_bce_pos_weighted(prob_hole: torch.Tensor, hole: torch.Tensor, eps: floa
     """VCNet's mask loss: BCE with the hole class weighted by #valid / #hole (SPEC section 6).
 
     ``prob_hole``: the mask network's sigmoid output ``B x 1 x H x W`` (P(hole)); ``p`` and
-    ``1 - p`` are clipped below at ``eps``. The ratio is counted over the whole batch. Mean over pixels: ``-mean[r M log p + (1-M) log(1-p)]``.
+    ``1 - p`` are clipped below at ``eps``. The ratio ``r`` is counted over the whole batch.
+    Mean over pixels: ``-mean[r M log p + (1-M) log(1-p)]``.
     """
     m = hole.to(prob_hole.dtype)
     n_hole = m.sum()

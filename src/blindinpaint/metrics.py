@@ -43,14 +43,14 @@ Identical images give PSNR = inf.
 from __future__ import annotations
 
 import importlib.util
-import os
 import warnings
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from blindinpaint.models.vgg import torch_hub_checkpoints
 
 __all__ = [
     "NA",
@@ -84,7 +84,8 @@ _CONVENTIONS = ("hole", "valid")
 def _check_masks(pred_hole: torch.Tensor, true_hole: torch.Tensor, region: torch.Tensor | None) -> None:
     if pred_hole.shape != true_hole.shape or pred_hole.dim() != 4 or pred_hole.shape[1] != 1:
         raise ValueError(
-            f"pred_hole and true_hole must both be B x 1 x H x W, got {tuple(pred_hole.shape)} and {tuple(true_hole.shape)}"
+            "pred_hole and true_hole must both be B x 1 x H x W, "
+            f"got {tuple(pred_hole.shape)} and {tuple(true_hole.shape)}"
         )
     if region is not None and region.shape != true_hole.shape:
         raise ValueError(f"region must be B x 1 x H x W like the masks, got {tuple(region.shape)}")
@@ -291,7 +292,9 @@ def _masked_mean(values: torch.Tensor, hole: torch.Tensor | None) -> torch.Tenso
     return torch.where(total > 0, mean, torch.full_like(mean, float("nan")))
 
 
-def psnr(pred: torch.Tensor, target: torch.Tensor, hole: torch.Tensor | None = None, data_range: float = 1.0) -> torch.Tensor:
+def psnr(
+    pred: torch.Tensor, target: torch.Tensor, hole: torch.Tensor | None = None, data_range: float = 1.0
+) -> torch.Tensor:
     """Per-image PSNR in dB (``B``), over the whole image or over the hole pixels only."""
     mse = _masked_mean((pred - target) ** 2, hole)
     return 10.0 * torch.log10(data_range**2 / mse)
@@ -324,7 +327,9 @@ def ssim_map(
     variances clamped at 0; ``C1 = (k1 L)^2``, ``C2 = (k2 L)^2``.
     """
     if pred.shape != target.shape or pred.dim() != 4:
-        raise ValueError(f"pred and target must both be B x C x H x W, got {tuple(pred.shape)} and {tuple(target.shape)}")
+        raise ValueError(
+            f"pred and target must both be B x C x H x W, got {tuple(pred.shape)} and {tuple(target.shape)}"
+        )
     pad = window // 2
     if min(pred.shape[-2:]) <= pad:
         raise ValueError(f"SSIM needs images larger than {pad} px per side, got {tuple(pred.shape[-2:])}")
@@ -340,7 +345,9 @@ def ssim_map(
     return ((2 * mu_p * mu_t + c1) * (2 * cov + c2)) / ((mu_p**2 + mu_t**2 + c1) * (var_p + var_t + c2))
 
 
-def ssim(pred: torch.Tensor, target: torch.Tensor, hole: torch.Tensor | None = None, data_range: float = 1.0) -> torch.Tensor:
+def ssim(
+    pred: torch.Tensor, target: torch.Tensor, hole: torch.Tensor | None = None, data_range: float = 1.0
+) -> torch.Tensor:
     """Per-image SSIM (``B``): the SSIM map averaged over the image, or over its hole pixels."""
     return _masked_mean(ssim_map(pred, target, data_range), hole)
 
@@ -414,7 +421,9 @@ class RestorationMeter:
 # --------------------------------------------------------------------------- FID / LPIPS
 
 
-def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray, eps: float = 1e-6) -> float:
+def frechet_distance(
+    mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray, eps: float = 1e-6
+) -> float:
     """Fréchet distance of two Gaussians: ``|mu1-mu2|^2 + tr(S1 + S2 - 2 sqrt(S1 S2))``.
 
     ``scipy.linalg.sqrtm`` of the product; when it is singular or non-finite an
@@ -498,11 +507,6 @@ class FIDMeter:
         return frechet_distance(mu1, sigma1, mu2, sigma2)
 
 
-def _hub_checkpoints() -> Path:
-    home = os.environ.get("TORCH_HOME", os.path.join(os.environ.get("XDG_CACHE_HOME", "~/.cache"), "torch"))
-    return Path(home).expanduser() / "hub" / "checkpoints"
-
-
 _PYTORCH_FID_WEIGHTS = "pt_inception-2015-12-05-6726825d.pth"
 _TORCH_FIDELITY_WEIGHTS = "weights-inception-2015-12-05-6726825d.pth"
 
@@ -520,7 +524,7 @@ def load_inception_extractor() -> tuple[Callable[[torch.Tensor], torch.Tensor] |
         ``B x 3 x H x W`` in [0, 1], or ``(None, reason)``.
     """
     reasons = []
-    cache = _hub_checkpoints()
+    cache = torch_hub_checkpoints()
     if importlib.util.find_spec("pytorch_fid") is None:
         reasons.append("pytorch_fid not installed")
     elif not (cache / _PYTORCH_FID_WEIGHTS).is_file():
@@ -578,7 +582,7 @@ def lpips_metric(net: str = "alex") -> tuple[Callable[[torch.Tensor, torch.Tenso
     for package in ("lpips", "torchvision"):
         if importlib.util.find_spec(package) is None:
             return None, f"package {package} not installed (optional extra [metrics])"
-    file = _hub_checkpoints() / backbone_files[net]
+    file = torch_hub_checkpoints() / backbone_files[net]
     if not file.is_file():
         return None, f"LPIPS backbone weights {file} missing"
     try:

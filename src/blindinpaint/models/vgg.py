@@ -40,6 +40,7 @@ __all__ = [
     "load_vgg19_torchvision",
     "load_vgg16_hed",
     "hed_weights_path",
+    "torch_hub_checkpoints",
     "VGG19_HUB_FILE",
     "BACKBONES",
 ]
@@ -193,8 +194,10 @@ def _freeze(model: VGGFeatures) -> VGGFeatures:
     return model
 
 
-def _torch_home() -> Path:
-    return Path(os.environ.get("TORCH_HOME", Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")) / "torch")).expanduser()
+def torch_hub_checkpoints() -> Path:
+    """``$TORCH_HOME/hub/checkpoints`` (torch's default: ``$XDG_CACHE_HOME/torch`` or ``~/.cache/torch``)."""
+    home = os.environ.get("TORCH_HOME", os.path.join(os.environ.get("XDG_CACHE_HOME", "~/.cache"), "torch"))
+    return Path(home).expanduser() / "hub" / "checkpoints"
 
 
 def load_vgg19_torchvision(
@@ -212,7 +215,7 @@ def load_vgg19_torchvision(
         UserError: the file is missing (the message names the expected file) or its
             tensors do not fit VGG19.
     """
-    file = Path(path).expanduser() if path is not None else _torch_home() / "hub" / "checkpoints" / VGG19_HUB_FILE
+    file = Path(path).expanduser() if path is not None else torch_hub_checkpoints() / VGG19_HUB_FILE
     if not file.is_file():
         raise UserError(
             f"VGG19 weights not found: expected {file} (torchvision's ImageNet '{VGG19_HUB_FILE}'); "
@@ -228,7 +231,9 @@ def load_vgg19_torchvision(
     missing = [k for k in wanted if k not in features]
     wrong = [k for k in wanted if k in features and features[k].shape != wanted[k].shape]
     if missing or wrong:
-        raise UserError(f"{file} is not a torchvision VGG19 state dict (missing {missing[:3]}, wrong shape {wrong[:3]})")
+        raise UserError(
+            f"{file} is not a torchvision VGG19 state dict (missing {missing[:3]}, wrong shape {wrong[:3]})"
+        )
     model.features.load_state_dict({k: features[k] for k in wanted})
     return _freeze(model)
 
@@ -278,7 +283,9 @@ def load_vgg16_hed(layers: tuple[str, ...] | list[str] = ("relu5_3",)) -> VGGFea
             kernel = torch.from_numpy(group["0"][()]).permute(3, 2, 0, 1).contiguous()  # HWIO -> OIHW
             bias = torch.from_numpy(group["1"][()])
             if kernel.shape != conv.weight.shape or bias.shape != conv.bias.shape:
-                raise UserError(f"{file}: {group_name} has shape {tuple(kernel.shape)}, expected {tuple(conv.weight.shape)}")
+                raise UserError(
+                    f"{file}: {group_name} has shape {tuple(kernel.shape)}, expected {tuple(conv.weight.shape)}"
+                )
             with torch.no_grad():
                 conv.weight.copy_(kernel)
                 conv.bias.copy_(bias)
