@@ -74,22 +74,31 @@ def segment_argmax(score: Tensor, seg: Tensor, pos: Tensor, num_segments: int, e
 def cosine_to_centres(x: Tensor, seg: Tensor, centres: Tensor) -> Tensor:
     """Cosine similarity of each unit row to the two centres of its own segment.
 
-    x: M x E unit rows, seg: M, centres: S x 2 x E unit.  Returns M x 2.  Row-local arithmetic
-    (multiply + sum), so a row's value never depends on the other rows of the batch.
+    x: M x E unit rows, seg: M, centres: S x 2 x E unit.  Returns M x 2.  One GEMM against all
+    2S centres, then each row keeps its own segment's pair (cheaper on CPU than gathering an
+    M x 2 x E copy of the centres for the usual batch sizes).
     """
-    return (x.unsqueeze(1) * centres[seg]).sum(-1)
+    S = centres.shape[0]
+    sim = (x @ centres.reshape(2 * S, -1).T).view(-1, S, 2)
+    return sim[torch.arange(x.shape[0], device=x.device), seg]
 
 
-def _segment_sum(values: Tensor, seg: Tensor, num_segments: int) -> Tensor:
-    out = values.new_zeros((num_segments,) + tuple(values.shape[1:]))
-    return out.index_add_(0, seg, values)
+def _segment_weighted_sum(x: Tensor, weights: Tensor, seg: Tensor, num_segments: int) -> Tensor:
+    """Per segment and cluster, sum of weighted rows: S x 2 x E = sum_{rows of s} weights[:, k] x.
+
+    x: M x E, weights: M x 2.  A GEMM with a block-sparse M x 2S weight matrix (each row has
+    non-zeros only in its own segment's two columns) instead of a serial index_add.
+    """
+    w = x.new_zeros(x.shape[0], num_segments, 2)
+    w[torch.arange(x.shape[0], device=x.device), seg] = weights
+    return (w.view(x.shape[0], -1).T @ x).view(num_segments, 2, -1)
 
 
 def _init_centres(x: Tensor, seg: Tensor, pos: Tensor, num_segments: int, fit: Tensor, salt: int) -> Tensor:
     """One seeded feature per segment and the feature farthest (lowest cosine) from it: S x 2 x E."""
     first = segment_argmax(position_hash(pos, salt), seg, pos, num_segments, fit)
     c1 = torch.where((first >= 0).unsqueeze(1), x[first.clamp(min=0)], torch.zeros_like(x[:1]))
-    far = -(x * c1[seg]).sum(-1)
+    far = -(x @ c1.T).gather(1, seg.unsqueeze(1)).squeeze(1)
     second = segment_argmax(far, seg, pos, num_segments, fit)
     c2 = torch.where((second >= 0).unsqueeze(1), x[second.clamp(min=0)], torch.zeros_like(x[:1]))
     return torch.stack([c1, c2], dim=1)
@@ -132,12 +141,12 @@ def spherical_kmeans(
         centres = _init_centres(x, seg, pos, num_segments, fit, salt=seed * 1000003 + restart)
         for _ in range(iters):
             resp = torch.softmax(cosine_to_centres(x, seg, centres) / tau, dim=1) * weight.unsqueeze(1)
-            total = _segment_sum(resp.unsqueeze(-1) * x.unsqueeze(1), seg, num_segments)
+            total = _segment_weighted_sum(x, resp, seg, num_segments)
             norm = total.norm(dim=-1, keepdim=True)
             # a centre that received no mass keeps its previous position
             centres = torch.where(norm > 1e-12, total / norm.clamp(min=1e-12), centres)
         nearest = cosine_to_centres(x, seg, centres).max(dim=1).values
-        cost = _segment_sum((1.0 - nearest) * weight, seg, num_segments)
+        cost = x.new_zeros(num_segments).index_add_(0, seg, (1.0 - nearest) * weight)
         better = cost < best_cost
         best_cost = torch.where(better, cost, best_cost)
         best_centres = torch.where(better.view(-1, 1, 1), centres, best_centres)

@@ -90,8 +90,10 @@ class RunLog:
         return path
 
     def close(self) -> None:
+        """Flush and detach everything (safe to call twice)."""
         if not self.enabled:
             return
+        self.enabled = False
         if self._bar is not None:
             self._bar.close()
         if self._writer is not None:

@@ -207,10 +207,17 @@ class Trainer:
         self.val_set = self.task.build_dataset("val", seed=VAL_SEED, length=t.val_size) if info.is_main else None
 
         self.log = RunLog(self.run_dir, info.is_main, t.steps, self.start_step)
+        try:
+            self._setup(ckpt, resume_path)
+        except BaseException:
+            self.log.close()
+            raise
+
+    def _setup(self, ckpt: dict | None, resume_path: Path | None) -> None:
+        cfg, t, info = self.cfg, self.cfg.train, self.info
         if info.is_main:
             save_config(cfg, self.run_dir / "config.yaml")
-        spec = self.task
-        self.ckpts = CheckpointManager(self.run_dir, t.keep_last, spec.VAL_METRIC, spec.VAL_MODE)
+        self.ckpts = CheckpointManager(self.run_dir, t.keep_last, self.task.VAL_METRIC, self.task.VAL_MODE)
         if info.is_main:
             self.ckpts.remove_stale_temps()
         self.ema = EMA({n: self.task.modules()[n] for n in self.task.ema_modules()}, t.ema) if t.ema > 0 else None
@@ -379,6 +386,14 @@ class Trainer:
             self.log.info(f"task '{t.task}': {n_params:,} parameters; {len(self.train_set)} training items; "
                           f"{tc.steps} steps of {per_rank * info.world_size} images on "
                           f"{info.world_size} x {info.device}")
+        try:
+            return self._loop(loader, per_rank)
+        finally:
+            self.log.close()
+
+    def _loop(self, loader: DataLoader, per_rank: int) -> int:
+        t, info = self.cfg, self.info
+        tc = t.train
         self.task.set_train(True)
         window: dict[str, float] = {}
         window_steps, window_time, window_images = 0, 0.0, 0
@@ -448,12 +463,10 @@ class Trainer:
                 tick = time.perf_counter()
         if status == 0 and info.is_main:
             self.log.info(f"done: {step} steps, {self.images_seen} images, {self.train_seconds:.0f} s of training")
-        self.log.close()
         return status
 
     def _non_finite(self, step: int, key: str, value: float) -> None:
         kept = f"last good checkpoint: {self.last_ckpt}" if self.last_ckpt else "no checkpoint written yet"
-        self.log.close()
         raise UserError(f"training stopped at step {step}: loss '{key}' is {value} ({kept})")
 
 
