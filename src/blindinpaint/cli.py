@@ -76,9 +76,11 @@ def _add_info(sub) -> None:
 
 
 def _add_train(sub) -> None:
-    p = sub.add_parser("train", help="train a model from a config (any model family)")
+    p = sub.add_parser("train", help="train a model from a config (any model family; DDP under torchrun)",
+                       epilog="multi-process: torchrun --nproc_per_node N -m blindinpaint.cli train --config ...")
     p.add_argument("--config", required=True, help="YAML config, e.g. configs/hcl_tiny.yaml")
-    p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. data.root=DIR train.steps=1000")
+    p.add_argument("overrides", nargs="*",
+                   help="key=value overrides, e.g. data.root=DIR train.steps=1000 train.out=runs/x train.resume=latest")
     p.set_defaults(**_runner("blindinpaint.train.cli:train_main"))
 
 
@@ -87,6 +89,9 @@ def _add_export(sub) -> None:
     p.add_argument("run", help="run directory or checkpoint file")
     p.add_argument("-o", "--out", required=True, help="output folder")
     p.add_argument("--fp32", action="store_true", help="store float32 instead of float16")
+    p.add_argument("--checkpoint", choices=["latest", "best"], default="latest",
+                   help="with a run directory: its newest checkpoint or the best by validation")
+    p.add_argument("--no-ema", action="store_true", help="export the raw weights even if the run kept an EMA")
     p.set_defaults(**_runner("blindinpaint.hub:export_main"))
 
 

@@ -162,13 +162,13 @@ def load_module_state(module: nn.Module, state: dict, name: str, source: str | P
     hint = "was it trained with a different model config?"
     for key, value in state.items():
         if key in own and tuple(own[key].shape) != tuple(value.shape):
-            raise UserError(f"checkpoint {source} does not fit this model: '{name}.{key}' has shape "
+            raise UserError(f"weights in {source} do not fit this model: '{name}.{key}' has shape "
                             f"{tuple(value.shape)} there but {tuple(own[key].shape)} here; {hint}")
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
     if missing or unexpected:
         what = f"lacks '{name}.{missing[0]}'" if missing else f"has an unknown key '{name}.{unexpected[0]}'"
-        raise UserError(f"checkpoint {source} does not fit this model: it {what} "
+        raise UserError(f"weights in {source} do not fit this model: the file {what} "
                         f"({len(missing)} missing, {len(unexpected)} unknown keys); {hint}")
     module.load_state_dict(state)
 
