@@ -95,7 +95,43 @@ def _add_export(sub) -> None:
     p.set_defaults(**_runner("blindinpaint.hub:export_main"))
 
 
-COMMANDS = [_add_synth, _add_data, _add_info, _add_train, _add_export]
+# --------------------------------------------------------------------- evaluation
+def _add_evaluate(sub) -> None:
+    p = sub.add_parser("evaluate", help="detection + restoration metrics on benchmark folders -> tables, CSV, JSON, figures")
+    p.add_argument("--model", action="append", default=[],
+                   help="model name, export folder, run directory or checkpoint (repeat for a side-by-side table)")
+    p.add_argument("--bench", action="append", default=[], help="benchmark folder made by 'blindinpaint synth' (repeatable)")
+    p.add_argument("-o", "--out", default=None, help="output folder (results.json/.csv, per_image.csv, tables.md, figures)")
+    p.add_argument("--given-mask", default="none",
+                   help="mask the restoration uses: none (each model's own detection), true (the true mask), "
+                        "or a MODEL whose predicted mask is fed to every --model (main Table 2)")
+    p.add_argument("--clean", action="append", default=[],
+                   help="folder of uncorrupted photos: false-positive rate and image change (repeatable)")
+    p.add_argument("--clean-size", type=int, default=256, help="clean photos: centre crop resized to this side")
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--grid-rows", type=int, default=3, help="samples per pattern in grid_<pattern>.png")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="auto|cpu|cuda|cuda:N|mps")
+    p.add_argument("--render", default=None, metavar="RESULTS_JSON",
+                   help="only render tables.md from a stored results.json (prints it; writes OUT/tables.md with -o)")
+    p.set_defaults(**_runner("blindinpaint.evaluate:evaluate_main"))
+
+
+def _add_bench(sub) -> None:
+    p = sub.add_parser("bench", help="params, MACs, latency and peak memory of several models (supp. Table 5 layout)")
+    p.add_argument("--models", required=True,
+                   help="comma list of configs/<name>.yaml names, YAML paths, model names, exports or run folders")
+    p.add_argument("--sizes", default="256", help="comma list of square input sides, e.g. 256,512")
+    p.add_argument("--repeats", type=int, default=5, help="timed forward passes after warm-up (median reported)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed forward passes first")
+    p.add_argument("--batch", type=int, default=1, help="images per forward pass")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--device", default="auto", help="auto|cpu|cuda|cuda:N|mps")
+    p.add_argument("-o", "--out", default=None, help="output folder (bench.md + bench.json)")
+    p.set_defaults(**_runner("blindinpaint.evaluate:bench_main"))
+
+
+COMMANDS = [_add_synth, _add_data, _add_info, _add_train, _add_export, _add_evaluate, _add_bench]
 
 
 def build_parser() -> argparse.ArgumentParser:

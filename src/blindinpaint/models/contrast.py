@@ -28,7 +28,6 @@ from torch import Tensor
 from ..errors import ConfigError
 from .kmeans import cosine_to_centres, spherical_kmeans
 
-_MASKED_LOGIT = -1.0e4  # finite stand-in for -inf inside logsumexp (keeps gradients NaN-free)
 
 
 @dataclass
@@ -194,6 +193,15 @@ def match_polarity(prev_centres: Tensor, prev_valid: Tensor, centres: Tensor) ->
     return torch.where(keep, 0, 1).long()
 
 
+def _follow_polarity(prev_centres: Tensor, prev_valid: Tensor, centres: Tensor,
+                     has: Tensor) -> tuple[Tensor, Tensor]:
+    """S2+ polarity from the previous stage; an image with nothing left to cluster (``has`` False)
+    keeps the previous stage's centres and polarity.  Returns (B x 2 x E centres, B long valid index)."""
+    valid = match_polarity(prev_centres, prev_valid, centres)
+    centres = torch.where(has.view(-1, 1, 1), centres, prev_centres)
+    return centres, torch.where(has, valid, prev_valid)
+
+
 def _gt_valid_centre(assign: Tensor, real: Tensor, hole_frac: Tensor, seg: Tensor,
                      num_images: int) -> tuple[Tensor, Tensor]:
     """Training-time S1 polarity from the ground truth: the labelling that agrees with more pixels.
@@ -319,25 +327,20 @@ class HierarchicalDetector(nn.Module):
             rows = torch.nonzero(active.reshape(-1)).squeeze(1)
             img = torch.div(rows, N, rounding_mode="floor")
             pos = rows - img * N
-            x = emb.detach().permute(0, 2, 3, 1).reshape(B * N, E)[rows].float()
+            x = emb.detach().reshape(B, E, N)[img, :, pos].float()  # M x E, no full-map copy
             row_real = real.reshape(-1)[rows]
             km = spherical_kmeans(x, img, pos, B, row_real.float(), iters=cfg.kmeans_iters,
                                   tau=cfg.tau, restarts=cfg.kmeans_restarts, seed=cfg.seed + 7919 * s)
             centres, has = km.centres, km.has_samples
             sim = cosine_to_centres(x, img, centres)  # M x 2
-            if s == 0:
+            if s == 0:  # S1: the classifier on the two centres says which one is valid
                 logits = self.classify_centres(centres)
                 valid_c = logits.detach().argmax(dim=1)
                 if use_gt:  # authors: S1 polarity from the ground truth during training
                     frac, _, _ = pool_ground_truth(gt_hole, (H, W))
-                    gt_valid, _ = _gt_valid_centre(sim.argmax(1), row_real, frac.reshape(-1)[rows], img, B)
-                    valid_c = gt_valid
+                    valid_c, _ = _gt_valid_centre(sim.argmax(1), row_real, frac.reshape(-1)[rows], img, B)
             else:
-                prev_centres, prev_valid = out["centres"][-1], out["valid_centre"][-1]
-                valid_c = match_polarity(prev_centres, prev_valid, centres)
-                # an image with nothing left to cluster keeps the previous stage's centres
-                centres = torch.where(has.view(-1, 1, 1), centres, prev_centres)
-                valid_c = torch.where(has, valid_c, prev_valid)
+                centres, valid_c = _follow_polarity(out["centres"][-1], out["valid_centre"][-1], centres, has)
             # Eq. 5 (SPEC section 0): P(valid) = softmax over the two centres of cos / tau
             p_centres = torch.softmax(sim / cfg.tau, dim=1)
             hole_c = (1 - valid_c)[img]
@@ -402,7 +405,8 @@ class HierarchicalDetector(nn.Module):
             conf = 1.0 - conf
         group = torch.where(eligible, img * 2 + side_hole.long(), torch.full_like(img, 2 * B))
         rank, counts = _rank_in_groups(conf, group, 2 * B + 1)
-        quota = torch.floor(counts.double() * cfg.decided_fraction + 1e-6).long()
+        ppm = round(cfg.decided_fraction * 1_000_000)  # exact integer arithmetic (no float64 on MPS)
+        quota = counts * ppm // 1_000_000
         newly = eligible & (rank < quota[group])
         new_hole = torch.zeros(real.numel(), dtype=torch.bool, device=real.device)
         new_valid = torch.zeros_like(new_hole)
@@ -451,7 +455,30 @@ def _extremes(conf: Tensor, member: Tensor, quota: int) -> Tensor:
     return member & ((rank < k_top) | (rank >= n - k_bottom))
 
 
-def _representatives(det: Detection, stage: int, cfg: ContrastConfig) -> tuple[Tensor, Tensor, Tensor]:
+def _uses_representatives(stage: int, cfg: ContrastConfig) -> bool:
+    """S2+ of the hierarchical scheme with sample selection (SPEC section 3, main Fig. 3)."""
+    return stage > 0 and cfg.hierarchical and cfg.sample_selection
+
+
+def stage_queries(det: Detection, gt_hole: Tensor, stage: int, cfg: ContrastConfig,
+                  generator: Optional[torch.Generator] = None) -> tuple[Tensor, Tensor, Tensor]:
+    """Query positions of one stage (SPEC section 3), at most ``max_queries`` per image.
+
+    Eligible: real positions whose patch of the full-resolution ``gt_hole`` (B x 1 x H x W, 1 = hole)
+    is entirely valid or entirely hole; at S2+ of the hierarchical scheme with sample selection,
+    only positions re-clustered at this stage (left uncertain by the coarser stage).
+    Returns (B x Q flat positions, B x Q bool mask, B x Q bool ground-truth hole label).
+    """
+    B, _, H, W = det.embeddings[stage].shape
+    _, pure_valid, pure_hole = pool_ground_truth(gt_hole, (H, W))
+    eligible = det.valid_px[stage].reshape(B, -1) & (pure_valid | pure_hole).reshape(B, -1)
+    if _uses_representatives(stage, cfg):
+        eligible &= det.uncertain_in[stage].reshape(B, -1)
+    idx, mask = _sample_queries(eligible, cfg.max_queries, generator)
+    return idx, mask, pure_hole.reshape(B, -1).gather(1, idx)
+
+
+def representatives(det: Detection, stage: int, cfg: ContrastConfig) -> tuple[Tensor, Tensor, Tensor]:
     """Hard-mined representatives of the coarser ``stage`` (SPEC section 3, main Fig. 3).
 
     Its DETACHED embeddings at decided real positions, labelled with its cluster labels; per class
@@ -479,25 +506,33 @@ def _representatives(det: Detection, stage: int, cfg: ContrastConfig) -> tuple[T
 
 
 def circle_loss(q: Tensor, q_hole: Tensor, q_mask: Tensor, keys: Tensor, k_hole: Tensor,
-                k_mask: Tensor, tau: float, self_keys: int) -> Tensor:
+                k_mask: Tensor, tau: float, queries_in_keys: bool) -> tuple[Tensor, Tensor]:
     """Eq. 2 per image, averaged over queries (SPEC section 0): returns B losses and B "has queries".
 
-    q: B x Q x E, keys: B x K x E (unit); q_hole / k_hole: bool labels; masks: bool.  The first
-    ``self_keys`` keys are the queries themselves (pairs (i, i) excluded).  For each query:
+    q: B x Q x E, keys: B x K x E (unit); q_hole / k_hole: bool labels; masks: bool.  With
+    ``queries_in_keys`` the first Q keys are the queries themselves (pairs (i, i) excluded).  For each query:
     ``log(1 + sum_P exp(-s_qp / tau) * sum_N exp(s_qn / tau)) = softplus(LSE_P(-s/tau) + LSE_N(s/tau))``.
     Queries lacking a positive or a negative are masked out.
     """
     s = torch.einsum("bqe,bke->bqk", q.float(), keys.float()) / tau
-    pair = q_mask.unsqueeze(2) & k_mask.unsqueeze(1)
-    if self_keys:
-        eye = torch.eye(q.shape[1], self_keys, dtype=torch.bool, device=q.device)
-        pair[:, :, :self_keys] &= ~eye
+    key_ok = k_mask.unsqueeze(1).expand_as(s)
+    Q = q.shape[1]
+    if queries_in_keys:
+        key_ok = key_ok.clone()
+        key_ok[:, :, :Q] &= ~torch.eye(Q, dtype=torch.bool, device=q.device)
     same = q_hole.unsqueeze(2) == k_hole.unsqueeze(1)
-    pos, neg = pair & same, pair & ~same
-    fill = torch.full_like(s, _MASKED_LOGIT)
-    lse_pos = torch.logsumexp(torch.where(pos, -s, fill), dim=2)
-    lse_neg = torch.logsumexp(torch.where(neg, s, fill), dim=2)
-    used = q_mask & pos.any(2) & neg.any(2)
+    # masked pairs: a finite logit 50 below any real one (|s| <= 1/tau for unit vectors).  Finite
+    # keeps fully masked rows NaN-free; not much lower, so exp() never walks the slow denormal path.
+    fill = torch.full_like(s, -1.0 / tau - 50.0)
+    lse_pos = torch.logsumexp(torch.where(key_ok & same, -s, fill), dim=2)
+    lse_neg = torch.logsumexp(torch.where(key_ok & ~same, s, fill), dim=2)
+    # a query needs a positive (a same-label key other than itself) and a negative
+    n_hole = (k_mask & k_hole).sum(1, keepdim=True)
+    n_valid = (k_mask & ~k_hole).sum(1, keepdim=True)
+    n_same = torch.where(q_hole, n_hole, n_valid)
+    if queries_in_keys:
+        n_same = n_same - q_mask.long()
+    used = q_mask & (n_same > 0) & (torch.where(q_hole, n_valid, n_hole) > 0)
     per_query = F.softplus(lse_pos + lse_neg) * used
     n_used = used.sum(1)
     return per_query.sum(1) / n_used.clamp(min=1), n_used > 0
@@ -516,23 +551,15 @@ def contrastive_loss(det: Detection, gt_hole: Tensor, cfg: ContrastConfig,
     """
     per_stage = []
     for s, emb in enumerate(det.embeddings):
-        B, E, H, W = emb.shape
-        real = det.valid_px[s].reshape(B, -1)
-        _, pure_valid, pure_hole = pool_ground_truth(gt_hole, (H, W))
-        eligible = real & (pure_valid | pure_hole).reshape(B, -1)
-        selective = s > 0 and cfg.hierarchical and cfg.sample_selection
-        if selective:
-            eligible &= det.uncertain_in[s].reshape(B, -1)
-        idx, q_mask = _sample_queries(eligible, cfg.max_queries, generator)
+        idx, q_mask, q_hole = stage_queries(det, gt_hole, s, cfg, generator)
         q = _gather_rows(emb, idx)
-        q_hole = pure_hole.reshape(B, -1).gather(1, idx)
         keys, k_hole, k_mask = q, q_hole, q_mask
-        if selective:
-            r, r_hole, r_mask = _representatives(det, s - 1, cfg)
+        if _uses_representatives(s, cfg):
+            r, r_hole, r_mask = representatives(det, s - 1, cfg)
             keys = torch.cat([q, r.to(q.dtype)], dim=1)
             k_hole = torch.cat([q_hole, r_hole], dim=1)
             k_mask = torch.cat([q_mask, r_mask], dim=1)
-        per_image, has = circle_loss(q, q_hole, q_mask, keys, k_hole, k_mask, cfg.tau, q.shape[1])
+        per_image, has = circle_loss(q, q_hole, q_mask, keys, k_hole, k_mask, cfg.tau, True)
         per_stage.append((per_image * has).sum() / has.sum().clamp(min=1))
     return torch.stack(per_stage).sum(), per_stage
 

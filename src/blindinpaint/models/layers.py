@@ -87,6 +87,24 @@ def shifted_window_regions(height: int, width: int, window: int, shift_h: int, s
     return bias.to(device), same.to(device)
 
 
+@functools.lru_cache(maxsize=64)
+def window_gather_index(height: int, width: int, window: int, shift_h: int, shift_w: int,
+                        device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Flat positions for cyclic shift + window partition of a ``height x width`` map.
+
+    ``x.reshape(B, H*W, C).index_select(1, order)`` equals
+    ``window_partition(torch.roll(x, (-shift_h, -shift_w), (1, 2)), window)`` (flattened), and
+    ``inverse`` undoes it.  Cached per size, so each block does one gather copy each way.
+    """
+    pos = torch.arange(height * width).view(1, height, width, 1)
+    if shift_h or shift_w:
+        pos = torch.roll(pos, shifts=(-shift_h, -shift_w), dims=(1, 2))
+    order = window_partition(pos, window).reshape(-1)
+    inverse = torch.empty_like(order)
+    inverse[order] = torch.arange(order.numel())
+    return order.to(device), inverse.to(device)
+
+
 # --------------------------------------------------------------------------- attention
 class WindowAttention(nn.Module):
     """Window multi-head self-attention with relative-position bias and qkv bias (Swin / MAT).
@@ -187,6 +205,7 @@ class TransformerBlock(nn.Module):
         pad_h, pad_w = (-height) % ws, (-width) % ws
         hp, wp = height + pad_h, width + pad_w
         shift_h, shift_w = self._shifts(height, width)
+        n_win, n = (hp // ws) * (wp // ws), ws * ws
 
         h = self.norm1(x)
         if pad_h or pad_w:
@@ -196,38 +215,37 @@ class TransformerBlock(nn.Module):
             real = F.pad(real, (0, pad_w, 0, pad_h))
             if valid is not None:
                 valid = F.pad(valid, (0, pad_w, 0, pad_h))
-        if shift_h or shift_w:
-            h = torch.roll(h, shifts=(-shift_h, -shift_w), dims=(1, 2))
-            real = None if real is None else torch.roll(real, shifts=(-shift_h, -shift_w), dims=(1, 2))
-            valid = None if valid is None else torch.roll(valid, shifts=(-shift_h, -shift_w), dims=(1, 2))
-        windows = window_partition(h, ws)  # (B nW) x N x C
-        n_win = (hp // ws) * (wp // ws)
-        n = ws * ws
+        # Cyclic shift + window partition as one cached gather (one copy instead of two).
+        order, inverse = window_gather_index(hp, wp, ws, shift_h, shift_w, x.device)
+        windows = h.reshape(b, hp * wp, c).index_select(1, order).view(b * n_win, n, c)
+
+        def to_windows(m: torch.Tensor) -> torch.Tensor:  # B x Hp x Wp -> (B nW) x N
+            return m.reshape(b, hp * wp).index_select(1, order).view(b * n_win, n)
 
         # One additive mask per block: relative bias (+ seam) (+ key bias for holes/padding).
         mask = self.attn.relative_bias().unsqueeze(0)  # 1 x h x N x N
         same = None
         if shift_h or shift_w:
             seam, same = shifted_window_regions(hp, wp, ws, shift_h, shift_w, x.device)
-            mask = (mask + seam.unsqueeze(1)).repeat(b, 1, 1, 1)  # (B nW) x h x N x N
+            mask = mask + seam.unsqueeze(1)  # nW x h x N x N
         key_valid = None  # (B nW) x N, 1 = usable valid key (mask guidance)
         key_bias = None
         if real is not None:
-            real_w = window_partition(real.unsqueeze(-1), ws).squeeze(-1)
+            real_w = to_windows(real)
             key_bias = (1.0 - real_w) * _BLOCKED
         if valid is not None:
-            key_valid = window_partition(valid.unsqueeze(-1), ws).squeeze(-1)
+            key_valid = to_windows(valid)
             if real is not None:
                 key_valid = key_valid * real_w
             hole = (key_valid - 1.0) * self.attn.hole_bias_scale()  # gamma (M - 1), Eq. 9
             key_bias = hole if key_bias is None else key_bias + hole
+        heads = mask.shape[1]
         if key_bias is not None:
-            mask = mask + key_bias.view(b * n_win, 1, 1, n)
+            mask = (mask.unsqueeze(0) + key_bias.view(b, -1, 1, 1, n)).view(b * n_win, heads, n, n)
+        elif same is not None and b > 1:
+            mask = mask.unsqueeze(0).expand(b, -1, -1, -1, -1).reshape(b * n_win, heads, n, n)
 
-        out = self.attn(windows, mask)
-        out = window_reverse(out, ws, hp, wp)
-        if shift_h or shift_w:
-            out = torch.roll(out, shifts=(shift_h, shift_w), dims=(1, 2))
+        out = self.attn(windows, mask).view(b, hp * wp, c).index_select(1, inverse).view(b, hp, wp, c)
         if pad_h or pad_w:
             out = out[:, :height, :width]
         x = x + out
@@ -239,10 +257,8 @@ class TransformerBlock(nn.Module):
                 if same is None:  # plain windows: MAT's rule, whole window at once
                     upd = key_valid.amax(dim=1, keepdim=True).expand(-1, n)
                 else:  # shifted windows: the keys each query can attend to
-                    upd = (key_valid.view(b, n_win, 1, n) * same).amax(dim=-1).view(b * n_win, n)
-                upd = window_reverse(upd.unsqueeze(-1), ws, hp, wp).squeeze(-1)
-                if shift_h or shift_w:
-                    upd = torch.roll(upd, shifts=(shift_h, shift_w), dims=(1, 2))
+                    upd = (key_valid.view(b, n_win, 1, n) * same).amax(dim=-1)
+                upd = upd.reshape(b, hp * wp).index_select(1, inverse).view(b, hp, wp)
                 new_valid = upd[:, :height, :width].contiguous()
         return x, new_valid
 

@@ -87,20 +87,26 @@ class StepEngine:
                 stack.enter_context(module.no_sync())
         return stack
 
-    def optimize(self, name: str, loss_fn: LossFn, batch: dict) -> dict[str, float]:
-        """Accumulate ``loss_fn`` over the micro-batches of ``batch``, then step optimiser ``name``.
+    def optimize(self, name: str | tuple[str, ...], loss_fn: LossFn, batch: dict) -> dict[str, float]:
+        """Accumulate ``loss_fn`` over the micro-batches of ``batch``, then step optimiser(s) ``name``.
 
         ``loss_fn(micro_batch) -> (loss, logs)``: a scalar loss to minimise and a dict
-        of floats to log.  Returns the logs averaged over micro-batches.  Raises
-        :class:`NonFiniteLoss` (on every rank) before any backward of a NaN/inf loss.
+        of floats to log.  ``name`` may be a tuple: one backward, several optimisers
+        stepped (e.g. a restoration net and a refiner with their own learning rates).
+        Returns the logs averaged over micro-batches.  Raises :class:`NonFiniteLoss`
+        (on every rank) before any backward of a NaN/inf loss.
         """
-        if name not in self.optimizers:
-            raise KeyError(f"no optimiser '{name}' in this phase (have {sorted(self.optimizers)})")
-        optimizer = self.optimizers[name]
-        scaler = self.scaler(name)
+        names = (name,) if isinstance(name, str) else tuple(name)
+        missing = [n for n in names if n not in self.optimizers]
+        if missing:
+            raise KeyError(f"no optimiser '{missing[0]}' in this phase (have {sorted(self.optimizers)})")
+        optimizers = [self.optimizers[n] for n in names]
+        # One scaler per backward: its scale must be the same for every optimiser stepped here.
+        scaler = self.scaler("+".join(names))
         # Clear gradients other losses may have left here (e.g. the adversarial term
         # of a generator loss reaches the discriminator's parameters).
-        optimizer.zero_grad(set_to_none=True)
+        for optimizer in optimizers:
+            optimizer.zero_grad(set_to_none=True)
         chunks = split_batch(batch, self.grad_accum)
         totals: dict[str, float] = {}
         for i, micro in enumerate(chunks):
@@ -108,21 +114,23 @@ class StepEngine:
             with contextlib.nullcontext() if last else self._no_sync():
                 with self.autocast():
                     loss, logs = loss_fn(micro)
-                bad = _first_non_finite(loss, logs, name)
+                bad = _first_non_finite(loss, logs, "+".join(names))
                 if self.distributed and all_reduce_flag(bad is not None) and bad is None:
-                    bad = (f"{name} (on another rank)", float("nan"))
+                    bad = (f"{'+'.join(names)} (on another rank)", float("nan"))
                 if bad is not None:
                     raise NonFiniteLoss(*bad)
                 scaler.scale(loss / len(chunks)).backward()
             for key, value in logs.items():
                 totals[key] = totals.get(key, 0.0) + float(value) / len(chunks)
-        if self.grad_clip > 0:
-            scaler.unscale_(optimizer)
-            params = [p for group in optimizer.param_groups for p in group["params"]]
-            torch.nn.utils.clip_grad_norm_(params, self.grad_clip)
-        scaler.step(optimizer)
+        for optimizer in optimizers:
+            if self.grad_clip > 0:
+                scaler.unscale_(optimizer)
+                params = [p for group in optimizer.param_groups for p in group["params"]]
+                torch.nn.utils.clip_grad_norm_(params, self.grad_clip)
+            scaler.step(optimizer)
         scaler.update()
-        optimizer.zero_grad(set_to_none=True)
+        for optimizer in optimizers:
+            optimizer.zero_grad(set_to_none=True)
         return totals
 
 

@@ -194,8 +194,8 @@ class Task(ABC):
         """Module ``name`` without its DDP wrapper (for pass-through uses, e.g. D in the G loss)."""
         return self.modules()[name]
 
-    def optimize(self, name: str, loss_fn: LossFn, batch: dict) -> dict[str, float]:
-        """Backward ``loss_fn`` over the micro-batches of ``batch`` and step optimiser ``name``."""
+    def optimize(self, name: str | tuple[str, ...], loss_fn: LossFn, batch: dict) -> dict[str, float]:
+        """Backward ``loss_fn`` over the micro-batches of ``batch`` and step optimiser(s) ``name``."""
         return self.engine.optimize(name, loss_fn, batch)
 
     def set_train(self, mode: bool) -> None:

@@ -13,6 +13,7 @@ validation / grids run with the RNG state put back afterwards.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import math
 import signal
@@ -35,7 +36,7 @@ from .distributed import (DistInfo, all_reduce_flag, all_reduce_mean, barrier, c
                           gather_objects, init_distributed, wrap_ddp)
 from .engine import NonFiniteLoss, StepEngine
 from .logging import RunLog
-from .task import Task, get_task
+from .task import Task, get_task, section_dict
 
 log = logging.getLogger("blindinpaint.train")
 
@@ -198,6 +199,11 @@ class Trainer:
         # Same seed on every rank for the weights (DDP would broadcast rank 0's anyway).
         seed_all(t.seed)
         self.task: Task = task_cls(cfg, info.device)
+        # The resolved config (model / loss sections with the Task's defaults filled in)
+        # goes to RUN/config.yaml and into every checkpoint.
+        self.cfg = cfg = dataclasses.replace(cfg, model=section_dict(self.task.model_cfg),
+                                             loss=section_dict(self.task.loss_cfg))
+        self.task.cfg = cfg
         self.engine = StepEngine(info.device, grad_accum=t.grad_accum, amp=t.amp, grad_clip=t.grad_clip,
                                  distributed=info.distributed)
         self.task.engine = self.engine
