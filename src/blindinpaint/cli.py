@@ -70,6 +70,8 @@ def _add_info(sub) -> None:
     p.add_argument("--size", type=int, default=256, help="square input side for MACs/latency")
     p.add_argument("--repeats", type=int, default=5, help="timed forward passes (median reported)")
     p.add_argument("--no-latency", action="store_true", help="skip the latency and memory measurement")
+    p.add_argument("--no-refiner", action="store_true",
+                   help="measure MACs/latency without the refinement network (params still list it)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--device", default="cpu")
     p.set_defaults(**_runner("blindinpaint.profile:info_main"))
@@ -131,7 +133,59 @@ def _add_bench(sub) -> None:
     p.set_defaults(**_runner("blindinpaint.evaluate:bench_main"))
 
 
+# ------------------------------------------------------------------------ product
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _add_product_options(p, restoring: bool) -> None:
+    """Options shared by ``restore`` and ``detect`` (DESIGN.md "CLI contract")."""
+    p.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders (searched recursively)")
+    p.add_argument("-o", "--out", required=True, help="output folder (inputs' subfolders are kept under it)")
+    p.add_argument("--model", default="default",
+                   help="bundled/user model name, export folder, run directory or checkpoint (default: default)")
+    p.add_argument("--device", default="auto", help="auto|cpu|cuda|cuda:N|mps")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="detection threshold on the confidence in [0, 1) (default 0.5, the model's decision)")
+    p.add_argument("--dilate", type=int, default=0, metavar="N",
+                   help="grow the mask by N pixels" + (" before restoring" if restoring else ""))
+    p.add_argument("--strategy", choices=["auto", "resize", "tile"], default="auto",
+                   help="auto: one pass up to 1024 px, tiles above; tile: overlapping tiles sharing one "
+                        "clustering; resize: run at 512 px and upsample")
+    p.add_argument("--max-pixels", type=_positive_int, default=None, metavar="N",
+                   help="refuse larger images (default $BLINDINPAINT_MAX_PIXELS or 64 megapixels)")
+    p.add_argument("--save-overlay", action="store_true", help="also write <stem>_overlay.png (mask tinted red)")
+    p.add_argument("--save-confidence", action="store_true",
+                   help="also write <stem>_confidence.png (16-bit grey, 65535 = surely corrupted)")
+
+
+def _add_restore(sub) -> None:
+    p = sub.add_parser("restore", help="blind restoration: writes OUT/<stem>_restored.png and OUT/<stem>_mask.png",
+                       epilog="mask PNGs: 8-bit, 255 = corrupted. Exit status 0 only when every input succeeded.")
+    _add_product_options(p, restoring=True)
+    p.add_argument("--mask", default=None, metavar="FILE_OR_DIR",
+                   help="skip detection: a mask file (white = corrupted) or a folder matched by stem "
+                        "(<stem>.png or <stem>_mask.png)")
+    p.set_defaults(**_runner("blindinpaint.restore_cli:restore_main"))
+
+
+def _add_detect(sub) -> None:
+    p = sub.add_parser("detect", help="corruption detection: writes OUT/<stem>_mask.png (255 = corrupted)")
+    _add_product_options(p, restoring=False)
+    p.set_defaults(**_runner("blindinpaint.restore_cli:detect_main"))
+
+
+def _add_models(sub) -> None:
+    p = sub.add_parser("models", help="list bundled and user models (name, task, params, size, source, sha256)")
+    p.add_argument("--json", action="store_true", help="print a JSON list")
+    p.set_defaults(**_runner("blindinpaint.restore_cli:models_main"))
+
+
 COMMANDS = [_add_synth, _add_data, _add_info, _add_train, _add_export, _add_evaluate, _add_bench]
+COMMANDS += [_add_restore, _add_detect, _add_models]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -127,6 +127,28 @@ class Detection:
     gathered_rows: list[int]
 
 
+@dataclass
+class FixedCentres:
+    """Cluster centres fitted ONCE on a whole image, reused for every tile of it (SPEC section 3,
+    "No corruption": tiles of one image must agree on centres, polarity and the clean decision).
+
+    centres:      per stage (coarse -> fine), B x 2 x E unit centres (``Detection.centres``)
+    valid_centre: per stage, B long index of the valid centre
+    clean:        B bool, the whole image's no-corruption decision
+    clean_score:  B, its statistic (cosine of the two S1 centres)
+    """
+
+    centres: list[Tensor]
+    valid_centre: list[Tensor]
+    clean: Tensor
+    clean_score: Tensor
+
+    @classmethod
+    def from_detection(cls, det: Detection) -> "FixedCentres":
+        return cls([c.detach() for c in det.centres], [v.detach() for v in det.valid_centre],
+                   det.clean.detach(), det.clean_score.detach())
+
+
 class ProjectionHead(nn.Module):
     """Eq. 3: two "fully connected" layers (1x1 convs) with GELU in between, then L2 normalisation.
 
@@ -284,7 +306,7 @@ class HierarchicalDetector(nn.Module):
         return self.cluster_classifier(centres).squeeze(-1)
 
     def forward(self, feats: list[Tensor], valid_px: list[Tensor],
-                gt_hole: Optional[Tensor] = None) -> Detection:
+                gt_hole: Optional[Tensor] = None, centres: Optional[FixedCentres] = None) -> Detection:
         """feats[i]: B x C_i x H_i x W_i (coarse -> fine, H_{i+1} = 2 H_i); valid_px[i]: B x 1 x H_i x W_i
         float (1 = real pixel, 0 = padding); gt_hole: B x 1 x H x W {0,1} at the padded input
         resolution, used only in training mode for S1 polarity.  Returns a :class:`Detection`."""
@@ -295,12 +317,17 @@ class HierarchicalDetector(nn.Module):
             if f.shape[1] != self.stage_channels[s]:
                 raise ValueError(f"stage {s + 1} features have {f.shape[1]} channels, expected "
                                  f"{self.stage_channels[s]}")
-        return self.detect(self.embed(feats), valid_px, gt_hole)
+        return self.detect(self.embed(feats), valid_px, gt_hole, centres)
 
     # ------------------------------------------------------------------------------ detection
     def detect(self, embeddings: list[Tensor], valid_px: list[Tensor],
-               gt_hole: Optional[Tensor] = None) -> Detection:
-        """Cluster precomputed unit embeddings (list of B x E x H_s x W_s, coarse -> fine)."""
+               gt_hole: Optional[Tensor] = None, centres: Optional[FixedCentres] = None) -> Detection:
+        """Cluster precomputed unit embeddings (list of B x E x H_s x W_s, coarse -> fine).
+
+        ``centres``: skip K-means, polarity and the no-corruption decision and assign every pixel
+        to these centres instead (tiling: fitted once on the downscaled whole image).
+        """
+        fixed = centres
         cfg = self.cfg
         for s in range(1, len(embeddings)):
             if tuple(embeddings[s].shape[-2:]) != tuple(2 * n for n in embeddings[s - 1].shape[-2:]):
@@ -329,16 +356,24 @@ class HierarchicalDetector(nn.Module):
             pos = rows - img * N
             x = emb.detach().reshape(B, E, N)[img, :, pos].float()  # M x E, no full-map copy
             row_real = real.reshape(-1)[rows]
-            km = spherical_kmeans(x, img, pos, B, row_real.float(), iters=cfg.kmeans_iters,
-                                  tau=cfg.tau, restarts=cfg.kmeans_restarts, seed=cfg.seed + 7919 * s)
-            centres, has = km.centres, km.has_samples
+            if fixed is None:
+                km = spherical_kmeans(x, img, pos, B, row_real.float(), iters=cfg.kmeans_iters,
+                                      tau=cfg.tau, restarts=cfg.kmeans_restarts, seed=cfg.seed + 7919 * s)
+                centres, has = km.centres, km.has_samples
+            else:  # tiling: the whole image's centres (zero centres = that fit had no samples)
+                centres = fixed.centres[s].to(emb.device, torch.float32)
+                has = centres.norm(dim=-1).amin(dim=1) > 0.5
             sim = cosine_to_centres(x, img, centres)  # M x 2
             if s == 0:  # S1: the classifier on the two centres says which one is valid
                 logits = self.classify_centres(centres)
                 valid_c = logits.detach().argmax(dim=1)
+                if fixed is not None:
+                    valid_c = fixed.valid_centre[0].to(emb.device)
                 if use_gt:  # authors: S1 polarity from the ground truth during training
                     frac, _, _ = pool_ground_truth(gt_hole, (H, W))
                     valid_c, _ = _gt_valid_centre(sim.argmax(1), row_real, frac.reshape(-1)[rows], img, B)
+            elif fixed is not None:
+                valid_c = fixed.valid_centre[s].to(emb.device)
             else:
                 centres, valid_c = _follow_polarity(out["centres"][-1], out["valid_centre"][-1], centres, has)
             # Eq. 5 (SPEC section 0): P(valid) = softmax over the two centres of cos / tau
@@ -366,7 +401,9 @@ class HierarchicalDetector(nn.Module):
             out["rows"].append(int(rows.numel()))
             if s == 0:
                 clean_score = (centres[:, 0] * centres[:, 1]).sum(-1)
-                if cfg.no_corruption == "centre_cosine":
+                if fixed is not None:
+                    clean_score, clean = fixed.clean_score.to(emb.device), fixed.clean.to(emb.device)
+                elif cfg.no_corruption == "centre_cosine":
                     clean = has & (clean_score > cfg.clean_threshold)
                 else:
                     clean = torch.zeros_like(has)

@@ -27,7 +27,7 @@ from torch import Tensor
 
 from ..errors import ConfigError
 from ..padding import crop_back, pad_to_multiple, valid_region_mask
-from .contrast import ContrastConfig, Detection, HierarchicalDetector
+from .contrast import ContrastConfig, Detection, FixedCentres, HierarchicalDetector
 from .layers import GatedConv2d, PartialConv2d, TransformerBlock, sn_conv2d
 
 
@@ -259,7 +259,7 @@ class GatedResBlock(nn.Module):
 class GatedUNetRefiner(nn.Module):
     """Conv-U-Net refiner of supp. Sec. 2 (all convs gated, no normalisation, GELU).
 
-    Input concat(rec detached, hole) = 4 channels; channels w*[1,2,4,8,8] (capped at
+    Input concat(rec detached, hole) = 4 channels; channels w*[1,2,4,8,8,8...] (capped at
     ``max_channels``) over ``levels`` stride-2 residual blocks, ``mid_blocks`` residual blocks at the
     bottom, then per level bilinear x2 + gated 3x3 conv, concat skip, residual block; 1x1 conv +
     tanh.  At w = 64: 61,565,251 parameters (SPEC's count of the authors' net: 61,564,995).
@@ -267,7 +267,7 @@ class GatedUNetRefiner(nn.Module):
 
     def __init__(self, width: int = 64, levels: int = 5, max_channels: int = 512, mid_blocks: int = 2) -> None:
         super().__init__()
-        chans = [min(width * 2 ** i, max_channels) for i in range(levels)]
+        chans = [min(width * min(2 ** i, 8), max_channels) for i in range(levels)]  # w*[1,2,4,8,8]
         self.stem = GatedConv2d(4, width, 7)
         self.downs = nn.ModuleList()
         prev = width
@@ -359,8 +359,24 @@ class HCLNet(nn.Module):
     def _factor(self, i: int) -> int:
         return 2 ** (self.cfg.conv_stages + i)
 
+    def _encode(self, image: Tensor) -> tuple[Tensor, tuple[int, int], list[Tensor], list[Optional[Tensor]],
+                                              list[Tensor]]:
+        """Pad (reflect) to ``cfg.multiple()``, run stem + encoder.  Returns (padded image, original
+        (H, W), real-pixel maps per scale fine -> coarse, the same or None when nothing was padded
+        (for the attention), encoder features fine -> coarse)."""
+        x, size = pad_to_multiple(image, self.cfg.multiple(), mode="reflect")
+        hp, wp = x.shape[-2:]
+        padded = (hp, wp) != tuple(size)
+        real_full = valid_region_mask(size, (hp, wp), image.shape[0], x.device, x.dtype)
+        factors = [self._factor(i) for i in range(self.cfg.scales)]
+        real_px = [F.max_pool2d(real_full, f) if f > 1 else real_full for f in factors]
+        real_attn = [r if padded else None for r in real_px]
+        # channels_last: convolutions and the token view B x H x W x C share one layout (no copies).
+        feats = self.encoder(self.stem(x.contiguous(memory_format=torch.channels_last)), real_attn)
+        return x, size, real_px, real_attn, feats
+
     def forward(self, image: Tensor, gt_hole: Optional[Tensor] = None, decoder_hole: Optional[Tensor] = None,
-                refine: bool = True) -> HCLOutput:
+                refine: bool = True, centres: Optional[FixedCentres] = None) -> HCLOutput:
         """Args:
             image: B x 3 x H x W in [-1, 1], any H, W (reflect-padded to ``cfg.multiple()``, cropped back).
             gt_hole: B x 1 x H x W {0,1} true hole mask (training only: S1 polarity in the detector).
@@ -368,25 +384,26 @@ class HCLNet(nn.Module):
                 (training phase 1, or a user-given mask); max-pooled per scale, so a cell with any
                 hole pixel is a hole.
             refine: run the refiner (if the config has one).
+            centres: cluster centres fitted on the whole image, used instead of K-means on this
+                input (a tile of that image); see :meth:`detect` and ``contrast.FixedCentres``.
         """
         if image.ndim != 4 or image.shape[1] != 3:
             raise ValueError(f"expected a B x 3 x H x W image, got shape {tuple(image.shape)}")
         b = image.shape[0]
-        x, size = pad_to_multiple(image, self.cfg.multiple(), mode="reflect")
+        for name, m in (("gt_hole", gt_hole), ("decoder_hole", decoder_hole)):
+            if m is not None and (m.ndim != 4 or m.shape[1] != 1 or m.shape[0] != b
+                                  or m.shape[-2:] != image.shape[-2:]):
+                raise ValueError(f"{name} must be B x 1 x H x W matching the image {tuple(image.shape)}, "
+                                 f"got {tuple(m.shape)}")
+        x, size, real_px, real_attn, feats = self._encode(image)
         hp, wp = x.shape[-2:]
-        padded = (hp, wp) != tuple(size)
-        real_full = valid_region_mask(size, (hp, wp), b, x.device, x.dtype)
         n = self.cfg.scales
         factors = [self._factor(i) for i in range(n)]  # fine -> coarse
-        real_px = [F.max_pool2d(real_full, f) if f > 1 else real_full for f in factors]
-        real_attn = [r if padded else None for r in real_px]
-
-        # channels_last: convolutions and the token view B x H x W x C share one layout (no copies).
-        feats = self.encoder(self.stem(x.contiguous(memory_format=torch.channels_last)), real_attn)
 
         n_det = self.cfg.contrast.stages
-        gt_pad = None if gt_hole is None else pad_to_multiple(gt_hole.to(x.dtype), self.cfg.multiple(), "constant")[0]
-        detection = self.detector(feats[::-1][:n_det], real_px[::-1][:n_det], gt_pad)
+        gt_pad = None if gt_hole is None else pad_to_multiple(gt_hole.to(x.dtype), self.cfg.multiple(),
+                                                              "constant")[0]
+        detection = self.detector(feats[::-1][:n_det], real_px[::-1][:n_det], gt_pad, centres=centres)
 
         coarse_factors = factors[::-1]
         if decoder_hole is not None:
@@ -414,12 +431,40 @@ class HCLNet(nn.Module):
         return HCLOutput(detection=detection, hole=crop_back(hole_pad, size), prob_hole=crop_back(prob, size),
                          rec=crop_back(rec_pad, size), refined=refined, decoder_masks=decoder_masks)
 
+    # ------------------------------------------------------------------ product hook (api.py)
+    @torch.no_grad()
+    def detect(self, image: Tensor, centres: Optional[FixedCentres] = None) -> tuple[Detection, Tensor, Tensor]:
+        """Detection only (stem, encoder, detector; no decoder or refiner): the same detection as
+        :meth:`forward` on the same input, for ``blindinpaint detect`` and for fitting the cluster
+        centres of a whole (downscaled) image once before tiling it.
 
-def build_hcl(cfg: HCLConfig) -> HCLNet:
+        image: B x 3 x H x W in [-1, 1]; centres: as in :meth:`forward`.
+        Returns (detection, prob_hole B x 1 x H x W in [0, 1], hole B x 1 x H x W {0, 1}, 1 = hole),
+        the finest detected scale upsampled (nearest) to the input size.
+        """
+        x, size, real_px, _, feats = self._encode(image)
+        hp, wp = x.shape[-2:]
+        n_det = self.cfg.contrast.stages
+        detection = self.detector(feats[::-1][:n_det], real_px[::-1][:n_det], None, centres=centres)
+        prob = F.interpolate(detection.prob_hole[-1].to(x.dtype), size=(hp, wp), mode="nearest")
+        hole = F.interpolate(detection.hole[-1].to(x.dtype), size=(hp, wp), mode="nearest")
+        return detection, crop_back(prob, size), crop_back(hole, size)
+
+
+def _as_config(cfg: HCLConfig | dict) -> HCLConfig:
+    # Builders also take the plain dict stored in exports (config.json), validated like YAML.
+    if isinstance(cfg, HCLConfig):
+        return cfg
+    from ..config import from_dict
+
+    return from_dict(HCLConfig, dict(cfg), prefix="model")
+
+
+def build_hcl(cfg: HCLConfig | dict) -> HCLNet:
     """Registry builder: the restoration network (stem, encoder, detector, bottleneck, decoder, refiner)."""
-    return HCLNet(cfg)
+    return HCLNet(_as_config(cfg))
 
 
-def build_hcl_discriminator(cfg: HCLConfig) -> PatchDiscriminator:
+def build_hcl_discriminator(cfg: HCLConfig | dict) -> PatchDiscriminator:
     """Registry builder: the spectral-norm patch discriminator trained against ``refined``."""
-    return PatchDiscriminator(cfg.disc_channels)
+    return PatchDiscriminator(_as_config(cfg).disc_channels)

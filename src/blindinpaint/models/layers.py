@@ -10,9 +10,10 @@ Token maps inside the transformer are channels-last ``B x H x W x C``; convoluti
 
 Performance notes (DESIGN.md "Performance targets"): attention runs through
 ``F.scaled_dot_product_attention`` with one additive float mask per block (relative-position
-bias + shifted-window seam mask + hole/padding key bias); windows are cut with one
-view/permute/reshape; seam masks and relative-position indices are cached per
-(size, window, shift, device), so a new input size never requires rebuilding the model.
+bias + shifted-window seam mask + hole/padding key bias); cyclic shift + window partition is
+one cached ``index_select`` each way (no ``roll``, no permute copies); gather orders, seam masks
+and relative-position indices are cached per (size, window, shift, device), so a new input size
+never requires rebuilding the model.
 """
 
 from __future__ import annotations

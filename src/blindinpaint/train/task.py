@@ -218,7 +218,12 @@ def section_dict(obj) -> dict:
 
 TASKS: dict[str, type[Task]] = {}
 # Built-in tasks, imported only when asked for (importing one must not build every model family).
-BUILTIN_TASKS: dict[str, str] = {}
+BUILTIN_TASKS: dict[str, str] = {
+    "hcl": "blindinpaint.train.hcl_task:HCLTask",
+    "gdn": "blindinpaint.train.gdn_task:GDNTask",
+    "vcnet": "blindinpaint.train.vcnet_task:VCNetTask",
+    "seg": "blindinpaint.train.seg_task:SegTask",
+}
 
 
 def get_task(name: str) -> type[Task]:
