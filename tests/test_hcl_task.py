@@ -73,6 +73,15 @@ def mean(values: list[float]) -> float:
     return sum(values) / len(values)
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread: tiny tensors on a shared machine run far faster than with several."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 # ----------------------------------------------------------------------------- tests
 def test_registered_and_optimiser_groups_partition_the_network():
     assert get_task("hcl") is HCLTask
