@@ -208,6 +208,10 @@ def test_clean_image_gives_an_empty_mask_with_the_no_corruption_rule(exports):
         res = with_rule.restore(img)
         assert res.clean and not res.mask.any() and np.array_equal(res.image, img)
         assert not with_rule.detect(img).mask.any()
+    tiled = Restorer(with_rule.net, with_rule.task, with_rule.device, tile=32, overlap=8, fit_side=64)
+    res = tiled.restore(smooth, strategy="tile")   # whole-image decision: every tile skipped
+    assert res.clean and not res.mask.any() and np.array_equal(res.image, smooth)
+    assert not tiled.detect(smooth, strategy="tile").mask.any()
     # the same weights without the rule split the smooth image in two: the rule is what empties it
     without = Restorer.from_pretrained(exports["hcl"], device="cpu")
     assert without.detect(smooth).mask.mean() > 0.05

@@ -240,6 +240,13 @@ def overlay(rgb: np.ndarray, hole: np.ndarray, colour=(255, 0, 0), strength: flo
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
+def _image_tensor(loaded: LoadedImage) -> Tensor:
+    """``1 x 3 x H x W`` float in [0, 1]; read-only arrays (from PIL) are copied so torch never
+    warns about sharing non-writable memory."""
+    rgb = loaded.rgb if loaded.rgb.flags.writeable else loaded.rgb.copy()
+    return to_tensor(rgb)
+
+
 def _numpy_map(x: Tensor) -> np.ndarray:
     """``1 x 1 x H x W`` -> ``H x W`` float32 numpy in [0, 1]."""
     return x[0, 0].detach().float().clamp(0, 1).cpu().numpy()
@@ -277,7 +284,7 @@ class Restorer:
     source: str = ""
     meta: dict = field(default_factory=dict)
     max_single_side: int = 1024
-    tile: int = 512
+    tile: int = 576  # 2048 px = 4 x 4 tiles at overlap 64 (512 px tiles would need 5 x 5)
     overlap: int = 64
     fit_side: int = 1024
     resize_side: int = 512
@@ -326,7 +333,7 @@ class Restorer:
         self._need_blind("detect")
         loaded = load_input(img, max_pixels)
         thr = self._threshold(threshold)
-        x = to_tensor(loaded.rgb).to(self.device)
+        x = _image_tensor(loaded).to(self.device)
         if dilate < 0:
             raise UserError(f"dilate must be >= 0 pixels, got {dilate}")
         result = self._detect(x, self._strategy(strategy, x))
@@ -348,7 +355,7 @@ class Restorer:
         loaded = load_input(img, max_pixels)
         if dilate < 0:
             raise UserError(f"dilate must be >= 0 pixels, got {dilate}")
-        x = to_tensor(loaded.rgb).to(self.device)
+        x = _image_tensor(loaded).to(self.device)
         strat = self._strategy(strategy, x)
         clean = False
         if mask is not None:
@@ -441,6 +448,8 @@ class Restorer:
             result = self._hcl(small, restore=False)
             return _Pass(prob=resize_to(result.prob, size, mode="bilinear").clamp(0, 1), clean=result.clean)
         centres = self._fit_centres(x)
+        if bool(centres.clean.all()):  # the whole image is clean: no tile can find anything
+            return _Pass(prob=torch.zeros_like(x[:, :1]), clean=True)
         prob = run_tiled(x, lambda t: self._hcl(t, centres=centres, restore=False).prob, self.tile, self.overlap)
         return _Pass(prob=prob.clamp(0, 1), clean=bool(centres.clean.all()))
 
@@ -463,6 +472,8 @@ class Restorer:
                          restored=resize_to(result.restored, size, mode="bilinear").clamp(0, 1), clean=result.clean)
         given = hole is not None
         centres = self._fit_centres(x) if self.blind and not given else None  # a given mask needs none
+        if centres is not None and bool(centres.clean.all()):  # clean: nothing to restore, skip the tiles
+            return _Pass(prob=torch.zeros_like(x[:, :1]), restored=x, clean=True)
         stacked = torch.cat([x, hole], dim=1) if given else x
 
         def tile_fn(t: Tensor) -> Tensor:

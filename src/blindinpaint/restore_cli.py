@@ -97,6 +97,10 @@ def _run(args: argparse.Namespace, restoring: bool) -> int:
     mask_arg = getattr(args, "mask", None) if restoring else None
     if mask_arg is not None and not Path(mask_arg).exists():
         raise UserError(f"--mask {mask_arg}: no such file or folder")
+    if args.threshold is not None and not 0.0 <= args.threshold < 1.0:
+        raise UserError(f"--threshold must be in [0, 1), got {args.threshold}")
+    if args.dilate < 0:
+        raise UserError(f"--dilate must be >= 0 pixels, got {args.dilate}")
     items = collect_inputs(args.paths)
     plan = plan_outputs(items, args.out, _suffixes(args, restoring))
     _check_out_dir(args.out)

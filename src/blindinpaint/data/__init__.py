@@ -1,0 +1,1 @@
+"""Data: photo corpus, masks, corruption synthesis, datasets and benchmark folders."""
