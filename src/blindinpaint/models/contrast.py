@@ -403,7 +403,8 @@ class HierarchicalDetector(nn.Module):
                 clean_score = (centres[:, 0] * centres[:, 1]).sum(-1)
                 if fixed is not None:
                     clean_score, clean = fixed.clean_score.to(emb.device), fixed.clean.to(emb.device)
-                elif cfg.no_corruption == "centre_cosine":
+                elif cfg.no_corruption == "centre_cosine" and not self.training:
+                    # inference only: in training the decoder must see the clusters' masks
                     clean = has & (clean_score > cfg.clean_threshold)
                 else:
                     clean = torch.zeros_like(has)
