@@ -334,7 +334,7 @@ class _Exploit:
 def test_pickled_code_in_a_checkpoint_is_never_executed(tmp_path):
     marker = tmp_path / "pwned"
     with open(tmp_path / "evil.pt", "wb") as f:
-        pickle.dump({"format": "blindinpaint-checkpoint", "payload": _Exploit(marker)}, f)
+        pickle.dump({"format": "blindinpaint-checkpoint", "payload": _Exploit(marker)}, f, protocol=2)
     with pytest.raises(UserError):
         Restorer.from_pretrained(tmp_path / "evil.pt", device="cpu")
     assert not marker.exists()

@@ -147,9 +147,9 @@ def test_missing_model_and_bad_options_are_one_line_errors(inputs, tmp_path, cap
     assert status == 2 and "no model 'nope'" in err and len(err.strip().splitlines()) == 1
     status, _, err = _run(["restore", inputs / "a.png", "-o", tmp_path / "o", "--mask", tmp_path / "none"], capsys)
     assert status == 2 and "--mask" in err
-    status, _, err = _run(["detect", inputs / "a.png", "-o", tmp_path / "o", "--threshold", "1.2"], capsys)
+    status, _, err = _run(["detect", inputs / "a.png", "-o", tmp_path / "o2", "--threshold", "1.2"], capsys)
     assert status == 2 and "--threshold" in err
-    assert not (tmp_path / "o").exists()   # refused before any work
+    assert not (tmp_path / "o2").exists()   # refused before any work
 
 
 def test_inputs_are_sharded_by_rank(model, inputs, tmp_path, capsys, monkeypatch):

@@ -184,8 +184,26 @@ def _add_models(sub) -> None:
     p.set_defaults(**_runner("blindinpaint.restore_cli:models_main"))
 
 
+def _add_serve(sub) -> None:
+    p = sub.add_parser("serve", help="web page + HTTP API (detect, restore, inpaint, inspect) on http://127.0.0.1:7860",
+                       epilog="API reference at /docs; see docs/serve.md. Needs the 'serve' extra.")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1, this machine only; the server has no authentication)")
+    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--model", default="default",
+                   help="blind restoration model (HCL): name, export folder, run directory or checkpoint")
+    p.add_argument("--inpaint-model", default=None, metavar="NAME",
+                   help="GDN model for /api/inpaint and /api/inspect (default: none, they answer 503)")
+    p.add_argument("--device", default="auto", help="auto|cpu|cuda|cuda:N|mps")
+    p.add_argument("--max-upload-mb", type=float, default=25.0, help="largest request body in MB (413 above)")
+    p.add_argument("--max-pixels", type=_positive_int, default=16_000_000, metavar="N",
+                   help="largest image in pixels (413 above; default 16 megapixels)")
+    p.set_defaults(**_runner("blindinpaint.serve:serve_main"))
+
+
 COMMANDS = [_add_synth, _add_data, _add_info, _add_train, _add_export, _add_evaluate, _add_bench]
 COMMANDS += [_add_restore, _add_detect, _add_models]
+COMMANDS += [_add_serve]
 
 
 def build_parser() -> argparse.ArgumentParser:
