@@ -57,6 +57,7 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     """The app on 127.0.0.1:<free port> in a thread; yields (base URL, restorer)."""
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
     exports = make_exports(tmp_path_factory.mktemp("browser_exports"))
     restorer = Restorer.from_pretrained(exports["hcl"], device="cpu")
@@ -72,6 +73,7 @@ def served(tmp_path_factory):
     yield f"http://127.0.0.1:{port}", restorer
     server.should_exit = True
     thread.join(timeout=10)
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -142,7 +144,11 @@ def test_open_detect_paint_restore_download(served, browser, tmp_path):
     scale = rect[0] / WIDTH
     browser.execute_script("const s = document.getElementById('brush-size'); s.value = arguments[0];"
                            "s.dispatchEvent(new Event('input'));", BRUSH)
-    to_offset = lambda x, y: (int(round((x + 0.5) * scale - rect[0] / 2)), int(round((y + 0.5) * scale - rect[1] / 2)))  # noqa: E731
+
+    def to_offset(x: int, y: int) -> tuple[int, int]:
+        """Image pixel centre -> Selenium's offset from the canvas centre (CSS pixels)."""
+        return int(round((x + 0.5) * scale - rect[0] / 2)), int(round((y + 0.5) * scale - rect[1] / 2))
+
     start, end = to_offset(x0, row), to_offset(x1, row)
     (ActionChains(browser).move_to_element_with_offset(canvas, *start).click_and_hold()
      .move_to_element_with_offset(canvas, (start[0] + end[0]) // 2, end[1])
@@ -231,7 +237,8 @@ def _screenshot_main() -> None:
         driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
         try:
             driver.get(f"http://127.0.0.1:{port}/")
-            WebDriverWait(driver, 20).until(lambda d: "ok" in d.find_element(By.ID, "model-status").get_attribute("class"))
+            status = (By.ID, "model-status")
+            WebDriverWait(driver, 20).until(lambda d: "ok" in d.find_element(*status).get_attribute("class"))
             driver.find_element(By.ID, "file-input").send_keys(str(path))
             wait_for_state(driver, "detected", timeout=300)
             canvas = driver.find_element(By.ID, "view")

@@ -26,6 +26,7 @@ inference run under one lock so concurrent requests queue instead of exhausting 
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import logging
 import threading
@@ -299,20 +300,16 @@ class Server:
         self.lock = threading.Lock()
         self.static = {name: (STATIC_DIR / name).read_bytes() for name in STATIC_FILES}
 
+    @contextlib.contextmanager
     def locked(self):
-        """The inference lock (one decode + inference at a time); 503 after ``busy_timeout`` s."""
-        server = self
-
-        class _Guard:
-            def __enter__(self):
-                if not server.lock.acquire(timeout=server.busy_timeout):
-                    raise ApiError(503, f"the server is busy (waited {server.busy_timeout:g} s for earlier "
-                                        f"requests); try again")
-
-            def __exit__(self, *exc):
-                server.lock.release()
-
-        return _Guard()
+        """Hold the inference lock (one decode + inference at a time); 503 after ``busy_timeout`` s."""
+        if not self.lock.acquire(timeout=self.busy_timeout):
+            raise ApiError(503, f"the server is busy (waited {self.busy_timeout:g} s for earlier requests); "
+                                f"try again")
+        try:
+            yield
+        finally:
+            self.lock.release()
 
     def image(self, upload: UploadFile, field: str) -> LoadedImage:
         return decode_upload(upload.file.read(), field, self.max_pixels)

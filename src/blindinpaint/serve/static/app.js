@@ -321,7 +321,8 @@
     let box = null;
     for (let s = 1; s <= steps; s++) {
       const b = stamp(last.x + (p.x - last.x) * s / steps, last.y + (p.y - last.y) * s / steps);
-      if (b) box = box ? [Math.min(box[0], b[0]), Math.min(box[1], b[1]), Math.max(box[2], b[2]), Math.max(box[3], b[3])] : b;
+      if (!b) continue;
+      box = box ? [Math.min(box[0], b[0]), Math.min(box[1], b[1]), Math.max(box[2], b[2]), Math.max(box[3], b[3])] : b;
     }
     state.painting = p;
     if (box) recompute(...box);
@@ -350,7 +351,12 @@
 
   view.addEventListener("pointerdown", (event) => {
     if (!state.hole || event.button !== 0) return;
-    if (state.view === "result") { moveSplit(event); view.setPointerCapture(event.pointerId); state.dragging = true; return; }
+    if (state.view === "result") {
+      moveSplit(event);
+      view.setPointerCapture(event.pointerId);
+      state.dragging = true;
+      return;
+    }
     if (state.busy) return;
     if (state.view !== "mask") setView("mask");
     event.preventDefault();
@@ -588,8 +594,17 @@
 
   // Drop an image anywhere on the page.
   let dragDepth = 0;
-  document.addEventListener("dragenter", (e) => { e.preventDefault(); dragDepth++; document.body.classList.add("dragging"); });
-  document.addEventListener("dragleave", () => { if (--dragDepth <= 0) { dragDepth = 0; document.body.classList.remove("dragging"); } });
+  document.addEventListener("dragenter", (e) => {
+    e.preventDefault();
+    dragDepth++;
+    document.body.classList.add("dragging");
+  });
+  document.addEventListener("dragleave", () => {
+    if (--dragDepth <= 0) {
+      dragDepth = 0;
+      document.body.classList.remove("dragging");
+    }
+  });
   document.addEventListener("dragover", (e) => e.preventDefault());
   document.addEventListener("drop", (e) => {
     e.preventDefault();
