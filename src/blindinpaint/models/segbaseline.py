@@ -66,7 +66,8 @@ class SegMaskHeads(nn.Module):
     stage_channels: encoder channels of the scales it sees, coarse -> fine.
     forward(feats, valid_px, gt_hole=None) -> :class:`SegDetection`; feats[i] B x C_i x H_i x W_i
     coarse -> fine, valid_px[i] B x 1 x H_i x W_i float (1 = real pixel).  ``gt_hole`` is accepted
-    for interface compatibility and ignored: the heads never see the ground truth.
+    for interface compatibility and ignored: the heads never see the ground truth.  So is ``centres``
+    (HCL's whole-image cluster centres for tiling): per-position heads need nothing shared across tiles.
     """
 
     def __init__(self, stage_channels: list[int], hidden: int = 128):
@@ -74,7 +75,8 @@ class SegMaskHeads(nn.Module):
         self.heads = nn.ModuleList([
             nn.Sequential(nn.Conv2d(c, hidden, 1), nn.GELU(), nn.Conv2d(hidden, 1, 1)) for c in stage_channels])
 
-    def forward(self, feats: list[Tensor], valid_px: list[Tensor], gt_hole: Optional[Tensor] = None) -> SegDetection:
+    def forward(self, feats: list[Tensor], valid_px: list[Tensor], gt_hole: Optional[Tensor] = None,
+                centres: Optional[object] = None) -> SegDetection:
         if len(feats) != len(self.heads):
             raise ValueError(f"expected {len(self.heads)} feature maps, got {len(feats)}")
         logits = [head(f).float() for head, f in zip(self.heads, feats)]
