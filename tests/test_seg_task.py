@@ -53,6 +53,9 @@ def test_forward_at_an_odd_size_has_hcl_output_shapes():
     assert [tuple(m.shape[-2:]) for m in out.decoder_masks] == [(10, 12), (19, 23), (37, 45)]
     assert torch.equal(out.hole, out.detection.hole[-1][..., :37, :45])
     assert not out.detection.hole[-1][..., 37:, :].any()  # padding is never a hole
+    with torch.no_grad():
+        _, prob, hole = net.detect(image)                  # HCL's detection-only product hook works too
+    assert torch.equal(prob, out.prob_hole) and torch.equal(hole, out.hole)
 
 
 def test_same_network_as_hcl_except_the_detector():
