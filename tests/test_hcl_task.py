@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from blindinpaint import hub
 from blindinpaint.config import load_config
 from blindinpaint.errors import ConfigError
 from blindinpaint.models.registry import MODELS, load_model_config
@@ -265,6 +266,13 @@ def test_exact_resume_through_the_trainer(tmp_path):
     task = SyntheticHCL(copy.deepcopy(cfg(tmp_path / "x", 1)))
     net = MODELS["hcl"](task.model_cfg)
     net.load_state_dict(a["modules"]["net"])
+    # a run stopped in phase 1 can be exported without its untrained refiner: the model outputs rec
+    out = hub.export(tmp_path / "straight", tmp_path / "no_refiner", drop_refiner=True)
+    loaded = hub.load(out)
+    assert loaded.model_config["refiner_width"] == 0
+    assert not any(k.startswith("refiner.") for k in loaded.state_dict)
+    model = hub.build_model(loaded)
+    assert model.refiner is None
 
 
 @pytest.mark.parametrize("name", ["hcl_tiny", "hcl_ffhq256", "hcl_places256", "hcl_places512"])

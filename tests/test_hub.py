@@ -98,6 +98,11 @@ def test_build_model_runs_the_exported_weights(run_dir, tmp_path, tiny_registry)
         hub.build_model(hub.load(out))
 
 
+def test_drop_refiner_needs_an_hcl_model(run_dir, tmp_path):
+    with pytest.raises(UserError, match="not an HCL model"):
+        hub.export(run_dir, tmp_path / "e", drop_refiner=True)
+
+
 def test_values_beyond_fp16_stay_fp32():
     stored, dtype = hub._storage({"big": torch.tensor([1e6, 1.0]), "small": torch.tensor([0.5]),
                                   "index": torch.tensor([3])}, fp16=True)

@@ -94,6 +94,8 @@ def _add_export(sub) -> None:
     p.add_argument("--checkpoint", choices=["latest", "best"], default="latest",
                    help="with a run directory: its newest checkpoint or the best by validation")
     p.add_argument("--no-ema", action="store_true", help="export the raw weights even if the run kept an EMA")
+    p.add_argument("--drop-refiner", action="store_true",
+                   help="HCL: leave out the refiner (for a run stopped before phase 2 trained it)")
     p.set_defaults(**_runner("blindinpaint.hub:export_main"))
 
 

@@ -135,11 +135,13 @@ def sha256_file(path: str | Path) -> str:
 
 
 def export(run_or_checkpoint: str | Path, out_dir: str | Path, fp16: bool = True, which: str = "latest",
-           use_ema: bool = True) -> Path:
+           use_ema: bool = True, drop_refiner: bool = False) -> Path:
     """Write ``out_dir/model.safetensors`` + ``out_dir/config.json`` from a run or checkpoint.
 
     ``which``: a run directory's ``latest`` or ``best`` checkpoint.  ``use_ema``: export the
-    EMA weights when the run kept them.  Returns ``out_dir``.
+    EMA weights when the run kept them.  ``drop_refiner``: for an HCL run stopped in phase 1 (its
+    refiner never trained), export without the refiner (``refiner_width: 0``) so the exported
+    model outputs ``rec``.  Returns ``out_dir``.
     """
     from safetensors.torch import save_file
 
@@ -148,8 +150,14 @@ def export(run_or_checkpoint: str | Path, out_dir: str | Path, fp16: bool = True
     ckpt_path = find_checkpoint(run_or_checkpoint, which)
     ckpt = load_checkpoint(ckpt_path)
     used_ema = bool(use_ema and ckpt.get("ema"))
-    tensors, dtype = _storage(checkpoint_weights(ckpt, use_ema), fp16)
+    weights = checkpoint_weights(ckpt, use_ema)
     meta = _meta_from_checkpoint(ckpt, ckpt_path, used_ema)
+    if drop_refiner:
+        if "refiner_width" not in meta["model_config"]:
+            raise UserError(f"--drop-refiner: {ckpt_path} is not an HCL model (its config has no refiner_width)")
+        weights = {k: v for k, v in weights.items() if not k.startswith("refiner.")}
+        meta["model_config"]["refiner_width"] = 0
+    tensors, dtype = _storage(weights, fp16)
     meta["dtype"] = dtype
 
     out_dir = Path(out_dir)
@@ -173,7 +181,7 @@ def export(run_or_checkpoint: str | Path, out_dir: str | Path, fp16: bool = True
 def export_main(args: argparse.Namespace) -> int:
     """Runner of ``blindinpaint export RUN -o DIR [--fp32] [--checkpoint latest|best] [--no-ema]``."""
     out = export(args.run, args.out, fp16=not args.fp32, which=getattr(args, "checkpoint", "latest"),
-                 use_ema=not getattr(args, "no_ema", False))
+                 use_ema=not getattr(args, "no_ema", False), drop_refiner=getattr(args, "drop_refiner", False))
     print(out / WEIGHTS_FILE)
     return 0
 
