@@ -322,3 +322,74 @@ def test_upsample_stage_maps_cells_to_their_pixels():
     assert up[0, 0, :4, :4].eq(1).all() and up[0, 0, :4, 4:].eq(0).all() and up[0, 0, 4:, 4:].eq(1).all()
     with pytest.raises(ValueError):
         upsample_stage(stage, (6, 7), (9, 8))
+
+
+# ----------------------------------------------------------------------------- end to end
+TINY_HCL = {"dim": 8, "encoder_depths": [1, 1, 1], "encoder_heads": [1, 1, 1], "bottleneck_depth": 1,
+            "bottleneck_heads": 1, "decoder_depths": [1, 1, 1], "window": 4, "refiner_width": 4,
+            "refiner_levels": 2, "refiner_max_channels": 8, "disc_channels": [4], "contrast": {"embed_dim": 8, "hidden_dim": 8}}
+
+
+def _hand_export(folder: Path) -> Path:
+    """An export folder (model.safetensors + config.json) of a randomly initialised tiny HCL."""
+    from safetensors.torch import save_file
+
+    from blindinpaint.hub import sha256_file
+    from blindinpaint.models.registry import MODELS
+
+    torch.manual_seed(0)
+    net = MODELS["hcl"](TINY_HCL)
+    folder.mkdir(parents=True)
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(folder / "model.safetensors"))
+    meta = {"format": "blindinpaint-export", "version": 1, "task": "hcl", "model": "hcl", "model_config": TINY_HCL,
+            "extra": {}, "sha256": {"model.safetensors": sha256_file(folder / "model.safetensors")}}
+    (folder / "config.json").write_text(json.dumps(meta))
+    return folder
+
+
+def test_cli_evaluate_an_export_and_render(bench, tmp_path, monkeypatch):
+    _no_weights(monkeypatch)
+    export = _hand_export(tmp_path / "tiny_hcl")
+    out = tmp_path / "out"
+    argv = ["evaluate", "--model", str(export), "--bench", str(bench), "-o", str(out), "--device", "cpu",
+            "--batch-size", "2"]
+    assert cli.main(argv) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["methods"] == ["tiny_hcl"]
+    parts = [r["part"] for r in results["detection"] if r["pattern"] == "all" and r["bucket"] == "all"]
+    assert parts == ["final", "S1", "S2", "S3"]
+    outputs = {r["part"] for r in results["restoration"]}
+    assert outputs == {"rec", "refined", "composite"}
+    # the true mask fed to the decoder: labelled, detection still the model's own
+    out2 = tmp_path / "out2"
+    assert cli.main(argv[:-4] + ["-o", str(out2), "--given-mask", "true", "--device", "cpu"]) == 0
+    told = json.loads((out2 / "results.json").read_text())
+    assert told["methods"] == ["tiny_hcl + true mask"]
+    assert _record(told["detection"], pattern="all", bucket="all", part="final") == \
+        _record(results["detection"], pattern="all", bucket="all", part="final")
+    assert cli.main(["evaluate", "--render", str(out / "results.json")]) == 0
+
+
+def test_bench_profiles_configs_in_table5_layout(tmp_path):
+    import yaml
+
+    hcl_yaml = tmp_path / "tiny_hcl.yaml"
+    hcl_yaml.write_text(yaml.safe_dump({"task": "hcl", "model": TINY_HCL}))
+    vc_yaml = tmp_path / "tiny_vcnet.yaml"
+    vc_yaml.write_text(yaml.safe_dump({"task": "vcnet", "model": {"mpn_channels": 8, "neck_channels": 8,
+                                                                   "rin_channels": 8, "se_reduction": 4}}))
+    result = E.run_bench([str(hcl_yaml), str(vc_yaml)], sizes=[32], repeats=1, device="cpu", threads=1,
+                         out=tmp_path / "b", progress=False)
+    rows = result["rows"]
+    assert [r["size"] for r in rows] == [32, 32] and result["threads"] == 1
+    assert all(r["macs"] > 0 and r["latency_ms"] > 0 and r["peak_mem_mb"] > 0 for r in rows)
+    from blindinpaint.models.vcnet import VCNet, VCNetConfig
+
+    assert rows[1]["params"]["total"] == sum(p.numel() for p in VCNet(
+        VCNetConfig(mpn_channels=8, neck_channels=8, rin_channels=8, se_reduction=4)).parameters())
+    table = (tmp_path / "b" / "bench.md").read_text()
+    assert "| Model | Input | Params (M) | Total params (M) | Memory (MB) | GMACs | Inference time (ms) |" in table
+    assert json.loads((tmp_path / "b" / "bench.json").read_text())["rows"][0]["name"] == str(hcl_yaml)
+    assert E.resolve_bench_model("hcl_tiny").endswith("configs/hcl_tiny.yaml")
+    with pytest.raises(UserError, match="no model 'no_such_model_xyz'"):
+        E.run_bench(["no_such_model_xyz"], sizes=[32], repeats=1, device="cpu", progress=False)

@@ -127,8 +127,7 @@ def _add_bench(sub) -> None:
                    help="comma list of configs/<name>.yaml names, YAML paths, model names, exports or run folders")
     p.add_argument("--sizes", default="256", help="comma list of square input sides, e.g. 256,512")
     p.add_argument("--repeats", type=int, default=5, help="timed forward passes after warm-up (median reported)")
-    p.add_argument("--warmup", type=int, default=1, help="untimed forward passes first")
-    p.add_argument("--batch", type=int, default=1, help="images per forward pass")
+    p.add_argument("--no-refiner", action="store_true", help="HCL models: leave the refiner out of MACs and latency")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--device", default="auto", help="auto|cpu|cuda|cuda:N|mps")
     p.add_argument("-o", "--out", default=None, help="output folder (bench.md + bench.json)")
@@ -206,6 +205,29 @@ def _add_serve(sub) -> None:
 COMMANDS = [_add_synth, _add_data, _add_info, _add_train, _add_export, _add_evaluate, _add_bench]
 COMMANDS += [_add_restore, _add_detect, _add_models]
 COMMANDS += [_add_serve]
+
+
+def _add_calibrate(sub) -> None:
+    p = sub.add_parser("calibrate", help="choose an HCL model's no-corruption threshold on clean validation photos")
+    p.add_argument("model", help="model name, export folder, run directory or checkpoint (HCL)")
+    p.add_argument("--photos", required=True, help="corpus folder (with --split) or plain folder of clean photos")
+    p.add_argument("--split", default="val", help="corpus split of the calibration photos (ignored for a plain folder)")
+    p.add_argument("--size", type=int, default=128, help="side of the square crops in pixels")
+    p.add_argument("--max-fpr", type=float, default=0.02, help="bound on the clean-photo pixel false-positive rate")
+    p.add_argument("--patterns", default="image,constant,single_color,noise,graffiti,text,logo",
+                   help="comma list of corruption patterns for the recall-loss measurement")
+    p.add_argument("--assets", default=None, help="folder made by 'blindinpaint data assets' (text/logo patterns)")
+    p.add_argument("--crops", type=int, default=None, help="crops per photo: 1 (centre) or 5 (+ four corners); "
+                   "default 5 with fewer than 64 photos")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--seed", type=int, default=0, help="seed of the corrupted samples")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--write", action="store_true",
+                   help="store the threshold (rule on) and a calibration record in the export's config.json")
+    p.set_defaults(**_runner("blindinpaint.calibrate:calibrate_main"))
+
+
+COMMANDS += [_add_calibrate]
 
 
 def build_parser() -> argparse.ArgumentParser:

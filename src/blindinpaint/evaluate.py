@@ -127,8 +127,9 @@ class _Accumulator:
         self.lpips_fn = lpips_fn
         self.grid_rows = grid_rows
         self.det: dict[tuple, tuple[M.DetectionMeter, Optional[M.DetectionMeter]]] = {}
-        self.rest: dict[tuple, M.RestorationMeter] = {}
-        self.lpips: dict[tuple, list[Tensor]] = defaultdict(list)
+        # (method, bench, output) -> metric -> per-image chunks; groups select from them at the end,
+        # so SSIM etc. are computed once per image, not once per group
+        self.rest: dict[tuple, dict[str, list[Tensor]]] = {}
         self.fid: dict[tuple, M.FIDMeter] = {}
         self.images: dict[tuple[str, str], list[dict]] = defaultdict(list)  # (method, bench) -> sample infos
         self.grids: dict[tuple[str, str], dict[str, _GridRow]] = defaultdict(dict)  # (bench, pattern) -> rows
@@ -158,8 +159,13 @@ class _Accumulator:
         final, restore_hole = pred.final, pred.mask_for_restoration()
         if final is not None and restore_hole is not None:
             outputs.append(("composite", M.composite(final, corrupted, restore_hole)))
-        lpips_values = {name: self.lpips_fn(img, gt).detach().cpu().double() for name, img in outputs} \
-            if self.lpips_fn is not None else {}
+        for name, image in outputs:
+            values = M.restoration_metrics(image, gt, true_hole)
+            if self.lpips_fn is not None:
+                values["lpips"] = self.lpips_fn(image, gt).detach().reshape(-1)
+            store = self.rest.setdefault((method, bench, name), {})
+            for k, v in values.items():
+                store.setdefault(k, []).append(v.detach().cpu().double())
         fake_features = {name: self.fid_extractor(img).reshape(img.shape[0], -1).double().cpu()
                          for name, img in outputs} if self.fid_extractor is not None else {}
 
@@ -173,11 +179,8 @@ class _Accumulator:
                 binary.update(hole[idx], true_hole[idx])
                 if soft is not None and prob is not None:
                     soft.update(prob[idx], true_hole[idx])
-            for name, image in outputs:
+            for name, _ in outputs:
                 key = (method, bench, pattern, bucket, name)
-                self.rest.setdefault(key, M.RestorationMeter()).update(image[idx], gt[idx], true_hole[idx])
-                if name in lpips_values:
-                    self.lpips[key].append(lpips_values[name][idx])
                 if name in fake_features and real_features is not None:
                     meter = self.fid.setdefault(key, M.FIDMeter(_Identity()))
                     meter.update(real_features[idx], real=True)
@@ -210,13 +213,28 @@ class _Accumulator:
                 out[k] = values[k]
         return out
 
+    def has_restoration(self, key: tuple) -> bool:
+        """Whether group ``(method, bench, pattern, bucket, output)`` holds any image."""
+        method, bench, pattern, bucket, output = key
+        return (method, bench, output) in self.rest and bool(self.member_index(method, bench, pattern, bucket).numel())
+
+    def member_index(self, method: str, bench: str, pattern: str, bucket: str) -> Tensor:
+        infos = self.images.get((method, bench), [])
+        return torch.tensor([i for i, info in enumerate(infos) if pattern in (ALL, info["pattern"])
+                             and bucket in (ALL, info["bucket"])], dtype=torch.long)
+
+    def per_image_restoration(self, method: str, bench: str, output: str) -> dict[str, Tensor]:
+        return {k: torch.cat(v) for k, v in self.rest[(method, bench, output)].items()}
+
     def restoration_metrics(self, key: tuple, lpips_note: str, fid_note: str) -> dict[str, Any]:
-        values = self.rest[key].compute()
-        out: dict[str, Any] = {k: values.get(k) for k in ("psnr", "ssim", "l1", "psnr/hole", "ssim/hole", "l1/hole")}
-        if self.lpips_fn is None:
-            out["lpips"] = lpips_note
-        else:
-            out["lpips"] = torch.cat(self.lpips[key]).mean().item()
+        """Means of the per-image values (hole metrics over images that have hole pixels),
+        as :class:`~blindinpaint.metrics.RestorationMeter` computes them, for one group."""
+        method, bench, pattern, bucket, output = key
+        idx = self.member_index(method, bench, pattern, bucket)
+        values = {k: v[idx] for k, v in self.per_image_restoration(method, bench, output).items()}
+        out: dict[str, Any] = {k: values[k].nanmean().item() if k in values else None
+                               for k in ("psnr", "ssim", "l1", "psnr/hole", "ssim/hole", "l1/hole")}
+        out["lpips"] = values["lpips"].mean().item() if "lpips" in values else lpips_note
         if key not in self.fid:
             out["fid"] = fid_note
         else:
@@ -224,8 +242,8 @@ class _Accumulator:
                 out["fid"] = self.fid[key].compute()
             except ValueError:  # fewer than 2 images in this group
                 out["fid"] = FEW_IMAGES
-        out["n_images"] = values["n_images"]
-        out["n_images/hole"] = values.get("n_images/hole", 0.0)
+        out["n_images"] = float(idx.numel())
+        out["n_images/hole"] = float((~values["l1/hole"].isnan()).sum().item())
         return out
 
 
@@ -429,7 +447,7 @@ def _collect(acc: _Accumulator, names, bench_names, bench_paths, manifests, lpip
                                           "part": key[4], "metrics": acc.detection_metrics(key)})
                     for part in ("rec", "refined", "composite"):
                         key = (method, bench, pattern, bucket, part)
-                        if key in acc.rest:
+                        if acc.has_restoration(key):
                             restoration.append({"method": method, "bench": bench, "pattern": pattern,
                                                 "bucket": bucket, "part": part,
                                                 "metrics": acc.restoration_metrics(key, lpips_note, fid_note)})
@@ -516,12 +534,9 @@ def _per_image_rows(acc: _Accumulator, names, bench_names) -> list[dict]:
                 if soft is not None:
                     columns[prefix + "bce"] = soft.per_image()["bce"]
             for part in ("rec", "refined", "composite"):
-                key = (method, bench, ALL, ALL, part)
-                if key in acc.rest:
-                    for k, v in acc.rest[key].per_image().items():
+                if (method, bench, part) in acc.rest:
+                    for k, v in acc.per_image_restoration(method, bench, part).items():
                         columns[f"{part}/{k}"] = v
-                    if acc.lpips.get(key):
-                        columns[f"{part}/lpips"] = torch.cat(acc.lpips[key])
             for i, info in enumerate(infos):
                 row = {"bench": bench, "id": info["id"], "pattern": info["pattern"], "bucket": info["bucket"],
                        "hole_ratio": info["hole_ratio"], "method": method}
@@ -665,6 +680,8 @@ def _metric_table(row_groups: list[tuple[str, list[tuple[str, list[Any]]]]], col
                 text = _fmt(raw, key)
                 if c in best and _numeric(raw) == best[c]:
                     text = f"**{text}**"
+                elif c > 0 and isinstance(raw, str) and raw.startswith("n/a") and raw == vals[0][0]:
+                    text = "n/a"  # the full reason is in the row's first cell
                 cells.append(text)
             lines.append(f"| {label if i == 0 else ''} | {method} | " + " | ".join(cells) + " |")
     return lines
@@ -927,4 +944,153 @@ def evaluate_main(args) -> int:
                        seed=args.seed)
     print(f"{len(results['detection'])} detection + {len(results['restoration'])} restoration + "
           f"{len(results['clean'])} clean records -> {Path(args.out) / 'results.json'}, tables.md")
+    return 0
+
+
+# ----------------------------------------------------------------------------- bench (compute)
+REPO_CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+
+def resolve_bench_model(name: str) -> str:
+    """``hcl_tiny`` -> ``configs/hcl_tiny.yaml`` (current folder, then the source tree's configs/);
+    YAML paths, exports, run folders and hub names are returned unchanged for the profiler."""
+    path = Path(name)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        return name
+    for folder in (Path("configs"), REPO_CONFIGS):
+        for suffix in (".yaml", ".yml"):
+            candidate = folder / f"{name}{suffix}"
+            if candidate.is_file():
+                return str(candidate)
+    return name  # a hub model name: the profiler's hub lookup reports unknown names
+
+
+def _vcnet_forward(model, size: int, device, refine: bool = True):
+    image = torch.rand(1, 3, size, size, device=device) * 2 - 1  # [-1, 1] inside VCNet
+    return lambda: model(image)
+
+
+def _gdn_forward(model, size: int, device, refine: bool = True):
+    image = torch.rand(1, 3, size, size, device=device)  # [0, 1] in GDN
+    hole = torch.zeros(1, 1, size, size, device=device)
+    hole[..., size // 4: 3 * size // 4, size // 4: 3 * size // 4] = 1  # the cost does not depend on the mask
+    return lambda: model.inpaint(image, hole)  # inference = generator + composite (no detector)
+
+
+# Example forwards of the families ``profile.EXAMPLE_FORWARD`` does not list (only added when absent).
+_EXTRA_FORWARDS = {"vcnet": _vcnet_forward, "gdn": _gdn_forward, "seg": "hcl"}
+
+
+def profile_one(source: str, size: int, repeats: int, device: str, refine: bool = True) -> dict:
+    """:func:`blindinpaint.profile.profile` of one model at one size (call in a fresh process:
+    its peak memory is the process's peak resident size)."""
+    from . import profile as P
+
+    for task, forward in _EXTRA_FORWARDS.items():
+        if task not in P.EXAMPLE_FORWARD:
+            P.EXAMPLE_FORWARD[task] = P.EXAMPLE_FORWARD.get(forward) if isinstance(forward, str) else forward
+    return P.profile(source, size=size, repeats=repeats, latency=True, device=device, refine=refine)
+
+
+def _profile_subprocess(source: str, size: int, repeats: int, device: str, threads: Optional[int],
+                        refine: bool) -> dict:
+    """Run :func:`profile_one` in a new Python process; a UserError there becomes one here."""
+    import os
+    import subprocess
+
+    code = ("import json, sys, torch\n"
+            "from blindinpaint.errors import UserError\n"
+            "from blindinpaint.evaluate import profile_one\n"
+            f"threads = {threads!r}\n"
+            "if threads: torch.set_num_threads(threads)\n"
+            "try:\n"
+            f"    r = profile_one({source!r}, {size}, {repeats}, {device!r}, {refine!r})\n"
+            "except UserError as exc:\n"
+            "    print(json.dumps({'error': str(exc)})); sys.exit(0)\n"
+            "print(json.dumps(r))\n")
+    env = dict(os.environ)
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise RuntimeError(f"profiling {source} at {size} px failed: {tail}")
+    result = json.loads(lines[-1])
+    if "error" in result:
+        raise UserError(result["error"])
+    return result
+
+
+def run_bench(models: Sequence[str], sizes: Sequence[int] = (256,), repeats: int = 5, device: str = "auto",
+              threads: Optional[int] = None, refine: bool = True, out: Optional[Union[str, Path]] = None,
+              progress: Optional[bool] = None) -> dict:
+    """Params, MACs, latency and peak memory of each model at each size (supp. Table 5 layout).
+
+    Every (model, size) is profiled in its own process so its peak memory is its own.
+    Returns ``{"rows": [...], "device", "threads", "mac_counter"}``; with ``out`` also writes
+    ``bench.json`` and ``bench.md``.
+    """
+    from tqdm import tqdm
+
+    from .train.distributed import resolve_device
+
+    if not models:
+        raise UserError("no model given (--models a,b,...)")
+    if repeats < 1 or any(s < 8 for s in sizes):
+        raise UserError("--repeats must be >= 1 and every --sizes value >= 8")
+    dev = str(resolve_device(device))
+    n_threads = threads or torch.get_num_threads()
+    rows = []
+    show = sys.stderr.isatty() if progress is None else progress
+    jobs = [(m, s) for m in models for s in sizes]
+    for name, size in tqdm(jobs, desc="bench", disable=not show):
+        r = _profile_subprocess(resolve_bench_model(name), size, repeats, dev, threads, refine)
+        r["name"] = name
+        rows.append(r)
+    result = {"rows": rows, "device": dev, "threads": rows[0].get("threads", n_threads) if rows else n_threads,
+              "repeats": repeats, "refine": refine,
+              "mac_counter": rows[0].get("mac_counter") if rows else None}
+    if out is not None:
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "bench.json").write_text(json.dumps(_sanitise(result), indent=1) + "\n")
+        (out / "bench.md").write_text(render_bench(result))
+    return result
+
+
+def render_bench(result: dict) -> str:
+    """Markdown in the layout of supp. Table 5 (rows = models, columns = cost figures)."""
+    lines = ["# Computational overhead (layout of supp. Table 5)", "",
+             f"Device {result['device']}, {result['threads']} threads, latency = median of {result['repeats']} "
+             "forward passes (batch 1) after 2 warm-up passes" + ("" if result.get("refine", True) else ", without refiner")
+             + f"; MACs by {result.get('mac_counter')}; memory = peak resident size of a fresh process "
+             "(CPU) or torch.cuda.max_memory_allocated (CUDA). Params (M) = the network without refiner and "
+             "training-only critic (HCL: stem + encoder + heads + bottleneck + decoder, the figure of supp. "
+             "Table 5; GDN: generator + detector); 'total' includes refiner and critic.", "",
+             "| Model | Input | Params (M) | Total params (M) | Memory (MB) | GMACs | Inference time (ms) |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for r in result["rows"]:
+        params = r.get("params", {})
+        main = params.get("restoration",
+                          params.get("total", 0) - params.get("refiner", 0) - params.get("discriminator", 0))
+        latency = r.get("latency_ms")
+        lines.append(f"| {r['name']} | {r['size']} | {main / 1e6:.2f} | {params.get('total', 0) / 1e6:.2f} | "
+                     f"{(r.get('peak_mem_mb') or 0):.0f} | {r['macs'] / 1e9:.2f} | "
+                     + (f"{latency:.1f}" if latency is not None else "-") + " |")
+    return "\n".join(lines) + "\n"
+
+
+def bench_main(args) -> int:
+    """Runner of ``blindinpaint bench`` (arguments: ``cli._add_bench``)."""
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    try:
+        sizes = [int(s) for s in str(args.sizes).split(",") if s.strip()]
+    except ValueError:
+        raise UserError(f"--sizes must be a comma list of integers, got {args.sizes!r}") from None
+    if args.threads is not None and args.threads < 1:
+        raise UserError(f"--threads must be >= 1, got {args.threads}")
+    result = run_bench(models, sizes, repeats=args.repeats, device=args.device, threads=args.threads,
+                       refine=not getattr(args, "no_refiner", False), out=args.out)
+    print(render_bench(result))
     return 0

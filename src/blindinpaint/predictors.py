@@ -188,8 +188,9 @@ class GDNPredictor:
         return Prediction(hole=None, prob_hole=None, rec=raw.clamp(0, 1), restore_hole=given)
 
 
-#: Task name (``hub.LoadedModel.task``) -> adaptor class.
-ADAPTORS = {"hcl": HCLPredictor, "vcnet": VCNetPredictor, "gdn": GDNPredictor}
+#: Task name (``hub.LoadedModel.task``) -> adaptor class.  The segmentation baseline
+#: (``models/segbaseline.py``) is an HCLNet with BCE mask heads and the same output.
+ADAPTORS = {"hcl": HCLPredictor, "seg": HCLPredictor, "vcnet": VCNetPredictor, "gdn": GDNPredictor}
 
 
 def adaptor_for(module: nn.Module, name: str, task: Optional[str] = None):
