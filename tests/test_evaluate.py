@@ -24,6 +24,15 @@ FILL = np.array([255, 0, 255], np.uint8)  # hole content of the hand-made bench:
 
 
 # ----------------------------------------------------------------------------- fixtures
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: one thread avoids thread hand-off costs on a shared, loaded machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _write_bench(folder: Path, seed: int = 0) -> list[dict]:
     """4 samples: patterns image/constant x buckets 0-30/30-60, rectangular holes of known size."""
     rng = np.random.default_rng(seed)
@@ -393,3 +402,18 @@ def test_bench_profiles_configs_in_table5_layout(tmp_path):
     assert E.resolve_bench_model("hcl_tiny").endswith("configs/hcl_tiny.yaml")
     with pytest.raises(UserError, match="no model 'no_such_model_xyz'"):
         E.run_bench(["no_such_model_xyz"], sizes=[32], repeats=1, device="cpu", progress=False)
+
+
+def test_bidirectional_targets_get_their_own_block(bench, tmp_path, monkeypatch):
+    import shutil
+
+    _no_weights(monkeypatch)
+    copy = tmp_path / "bidi"
+    shutil.copytree(bench, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["entries"][1]["meta"] = {"bidirectional": True, "inverse_of": manifest["entries"][0]["id"]}
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    results = E.evaluate([AllValidDouble()], [copy], None, progress=False)
+    assert results["benches"][0]["patterns"] == ["image", "constant", "image_inv"]
+    assert _record(results["detection"], pattern="image_inv", bucket="all", part="final")["n_images"] == 1
+    assert _record(results["detection"], pattern="image", bucket="all", part="final")["n_images"] == 1

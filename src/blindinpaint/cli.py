@@ -116,6 +116,7 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--grid-rows", type=int, default=3, help="samples per pattern in grid_<pattern>.png")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto|cpu|cuda|cuda:N|mps")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--render", default=None, metavar="RESULTS_JSON",
                    help="only render tables.md from a stored results.json (prints it; writes OUT/tables.md with -o)")
     p.set_defaults(**_runner("blindinpaint.evaluate:evaluate_main"))

@@ -32,7 +32,6 @@ import csv
 import json
 import logging
 import math
-import statistics
 import sys
 import time
 from collections import defaultdict
@@ -248,12 +247,19 @@ class _Accumulator:
 
 
 # ----------------------------------------------------------------------------- the run
+def pattern_label(pattern: str, meta: Optional[dict]) -> str:
+    """The table block of a sample: ``image_inv`` for the inverted-mask targets of a bidirectional
+    bench (main Sec. 4.3.1, Fig. 6: restore the pasted photo), else the corruption pattern."""
+    return f"{pattern}_inv" if (meta or {}).get("bidirectional") else pattern
+
+
 def _load_batch(samples) -> tuple[Tensor, Tensor, Tensor, list[dict]]:
     items = [s.tensors() for s in samples]
     corrupted = torch.stack([it["corrupted"] for it in items])
     gt = torch.stack([it["clean"] for it in items])
     true_hole = torch.stack([it["hole"] for it in items])
-    infos = [{"id": s.id, "pattern": s.pattern, "bucket": s.bucket, "hole_ratio": float(s.hole_ratio)}
+    infos = [{"id": s.id, "pattern": pattern_label(s.pattern, s.meta), "bucket": s.bucket,
+              "hole_ratio": float(s.hole_ratio)}
              for s in samples]
     return corrupted, gt, true_hole, infos
 
@@ -368,7 +374,8 @@ def evaluate(
             raise UserError(f"{model.name} is a mask-given inpainting model: evaluate it with "
                             "--given-mask true or --given-mask MODEL")
 
-    mask_label = {"none": None, "true": "true mask", "model": f"{mask_model.name if mask_model else ''} mask"}[mask_mode]
+    mask_label = {"none": None, "true": "true mask",
+                  "model": f"{mask_model.name if mask_model else ''} mask"}[mask_mode]
     names = _unique_labels([m.name if mask_label is None else f"{m.name} + {mask_label}" for m in models])
     bench_paths = [Path(b) for b in benches]
     bench_names = _bench_labels(bench_paths)
@@ -433,7 +440,8 @@ def _collect(acc: _Accumulator, names, bench_names, bench_paths, manifests, lpip
     detection, restoration, benches = [], [], []
     for bench, path, manifest in zip(bench_names, bench_paths, manifests):
         entries = manifest["entries"]
-        patterns = _ordered(list(manifest.get("patterns") or []) + [e["pattern"] for e in entries])
+        patterns = _ordered(list(manifest.get("patterns") or [])
+                            + [pattern_label(e["pattern"], e.get("meta")) for e in entries])
         buckets = _ordered(list(manifest.get("buckets") or []) + [e["bucket"] for e in entries])
         benches.append({"name": bench, "path": str(path), "n_images": len(entries),
                         "patterns": patterns, "buckets": buckets, "size": manifest.get("size"),
@@ -719,7 +727,8 @@ def render_tables(results: Union[dict, str, Path]) -> str:
                      mask, f"predicted by {settings.get('given_mask_model')}"))
     for name in ("lpips", "fid"):
         info = settings.get(name, {})
-        status = "computed" if info.get("available") else f"{M.NA}" + (f": {info['reason']}" if info.get("reason") else "")
+        reason = f": {info['reason']}" if info.get("reason") else ""
+        status = "computed" if info.get("available") else M.NA + reason
         lines.append(f"- {name.upper()}: {status}")
     lines += ["- detection threshold 0.5; `hole+` = hole region is the positive class; `valid+` = valid pixels "
               "positive (the authors' convention, flatters small holes); per image = mean over images "
@@ -936,6 +945,10 @@ def evaluate_main(args) -> int:
         raise UserError("give at least one --model NAME_OR_PATH (or --render RESULTS.json)")
     if not args.out:
         raise UserError("give an output folder with -o OUT")
+    if args.threads is not None:
+        if args.threads < 1:
+            raise UserError(f"--threads must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     models = [load_predictor(name, device) for name in args.model]
     given = _parse_given_mask(args.given_mask, device)
@@ -1063,7 +1076,8 @@ def render_bench(result: dict) -> str:
     """Markdown in the layout of supp. Table 5 (rows = models, columns = cost figures)."""
     lines = ["# Computational overhead (layout of supp. Table 5)", "",
              f"Device {result['device']}, {result['threads']} threads, latency = median of {result['repeats']} "
-             "forward passes (batch 1) after 2 warm-up passes" + ("" if result.get("refine", True) else ", without refiner")
+             "forward passes (batch 1) after 2 warm-up passes"
+             + ("" if result.get("refine", True) else ", without refiner")
              + f"; MACs by {result.get('mac_counter')}; memory = peak resident size of a fresh process "
              "(CPU) or torch.cuda.max_memory_allocated (CUDA). Params (M) = the network without refiner and "
              "training-only critic (HCL: stem + encoder + heads + bottleneck + decoder, the figure of supp. "
