@@ -6,7 +6,6 @@ Models are randomly initialised micro HCL / GDN networks exported the way ``hub`
 
 from __future__ import annotations
 
-import json
 import pickle
 from pathlib import Path
 
@@ -14,43 +13,20 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from safetensors.torch import save_file
 
 import blindinpaint
 from blindinpaint import hub
 from blindinpaint.api import Restorer, load_input
-from blindinpaint.config import to_dict
 from blindinpaint.errors import UserError
-from blindinpaint.models.contrast import ContrastConfig, FixedCentres
+from blindinpaint.models.contrast import FixedCentres
 from blindinpaint.models.gdn import GDN, GDNConfig
-from blindinpaint.models.hcl import HCLConfig, HCLNet
+
+from helpers import make_hcl_export, write_export
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # fixture in conftest.py
 
 
 # ----------------------------------------------------------------------------- helpers
-def micro_hcl_config(no_corruption: str = "off") -> HCLConfig:
-    """An HCL small enough for millisecond forwards (pads to multiples of 16).  tau = 0.01 spreads
-    the random network's P(hole) over [0, 1] (at 0.1 every pixel sits near 0.5)."""
-    return HCLConfig(dim=8, encoder_depths=[1, 1, 1], encoder_heads=[1, 1, 2], bottleneck_depth=1,
-                     bottleneck_heads=2, decoder_depths=[1, 1, 1], window=4, refiner_width=8, refiner_levels=2,
-                     contrast=ContrastConfig(embed_dim=16, hidden_dim=16, tau=0.01, no_corruption=no_corruption))
-
-
-def write_export(module: torch.nn.Module, task: str, model_config: dict, folder: Path) -> Path:
-    """Write ``folder/model.safetensors`` + ``folder/config.json`` in hub's export format."""
-    folder.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.detach().contiguous() for k, v in module.state_dict().items()}, str(folder / hub.WEIGHTS_FILE))
-    meta = {"format": hub.EXPORT_FORMAT, "version": 1, "task": task, "model": task, "model_config": model_config,
-            "extra": {}, "dtype": "float32", "sha256": {hub.WEIGHTS_FILE: hub.sha256_file(folder / hub.WEIGHTS_FILE)}}
-    (folder / hub.CONFIG_FILE).write_text(json.dumps(meta))
-    return folder
-
-
-def make_hcl_export(folder: Path, no_corruption: str = "off", seed: int = 0) -> Path:
-    torch.manual_seed(seed)
-    cfg = micro_hcl_config(no_corruption)
-    return write_export(HCLNet(cfg), "hcl", to_dict(cfg), folder)
-
-
 def corrupted_image(size: int = 64, seed: int = 0) -> np.ndarray:
     """A smooth colour ramp with a square of random noise: H x W x 3 uint8."""
     rng = np.random.default_rng(seed)
@@ -60,15 +36,6 @@ def corrupted_image(size: int = 64, seed: int = 0) -> np.ndarray:
     return np.rint(img * 255).astype(np.uint8)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # 2 threads on a machine shared by many jobs spend most of their time in OpenMP barriers.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def exports(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("exports")
@@ -76,7 +43,7 @@ def exports(tmp_path_factory) -> dict[str, Path]:
     gdn_cfg = GDNConfig(base_channels=4, res_blocks=1, detector_channels=4)
     return {"hcl": make_hcl_export(root / "hcl"),
             "hcl_clean_rule": make_hcl_export(root / "hcl_clean", no_corruption="centre_cosine"),
-            "gdn": write_export(GDN(gdn_cfg), "gdn", to_dict(gdn_cfg), root / "gdn")}
+            "gdn": write_export(GDN(gdn_cfg), "gdn", gdn_cfg, root / "gdn")}
 
 
 @pytest.fixture(scope="module")

@@ -9,49 +9,30 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from blindinpaint.config import load_config
 from blindinpaint.losses import weighted_l1
-from blindinpaint.train import ExperimentConfig, get_task, train
+from blindinpaint.train import ExperimentConfig, get_task
 from blindinpaint.train.gdn_task import auroc_per_image, image_logit
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_trainer import assert_same_state, final_state  # noqa: E402
+from helpers import make_tiny_task, straight_and_resumed, tiny_run_cfg  # noqa: E402
+from helpers import tiny_batch as _tiny_batch  # noqa: E402
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: these models are tiny, and on a shared machine extra threads only contend."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # fixture in conftest.py
 
 TINY_MODEL = {"base_channels": 8, "res_blocks": 1, "detector_channels": 4}
 
 
 def make_task(loss: dict | None = None, lr: float = 1e-3):
-    torch.manual_seed(0)
-    cfg = load_config(ExperimentConfig, None, None, base={
-        "task": "gdn", "model": TINY_MODEL, "loss": loss or {},
-        "train": {"lr": lr, "betas": [0.0, 0.9], "device": "cpu"},
-        "phases": [{"name": "main", "lrs": {"G": lr, "D": lr}}]})
-    task_cls = get_task("gdn")
-    task_cls.check_config(cfg)
-    task = task_cls(cfg)
-    task.on_phase(cfg.phases[0])
-    task.engine.optimizers = task.optimizers(cfg.phases[0])
-    return task
+    return make_tiny_task({"task": "gdn", "model": TINY_MODEL, "loss": loss or {},
+                           "train": {"lr": lr, "betas": [0.0, 0.9], "device": "cpu"},
+                           "phases": [{"name": "main", "lrs": {"G": lr, "D": lr}}]})
 
 
 def tiny_batch(size: int = 32, n: int = 2) -> dict:
-    g = torch.Generator().manual_seed(1)
-    clean = torch.nn.functional.interpolate(torch.rand(n, 3, 4, 4, generator=g), size=size, mode="bilinear")
-    hole = torch.zeros(n, 1, size, size)
-    hole[0, :, 4:16, 6:20] = 1
-    hole[1, :, 10:30, 2:12] = 1
-    return {"clean": clean, "hole": hole, "corrupted": clean * (1 - hole) + hole}
+    """Holes filled with white (GDN's mask-given setting)."""
+    return _tiny_batch(size, n, noise=False)
 
 
 def snapshot(module) -> list[torch.Tensor]:
@@ -157,33 +138,14 @@ def test_validation_and_grid():
     assert grid.shape == (3, 2 * 38 + 2, 5 * 38 + 2)
 
 
-def write_photos(folder: Path, n: int = 4, size: int = 48) -> Path:
-    folder.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(n):
-        small = rng.integers(0, 256, (4, 4, 3), dtype=np.uint8)
-        Image.fromarray(small).resize((size, size), Image.Resampling.BILINEAR).save(folder / f"p{i}.png")
-    return folder
-
-
 def run_cfg(out: Path, photos: Path, steps: int, resume: str = "") -> ExperimentConfig:
-    cfg = load_config(ExperimentConfig, Path(__file__).parents[1] / "configs" / "gdn_cpu.yaml", [
-        f"data.root={photos}", "data.size=32", f"train.out={out}", f"train.steps={steps}", f"train.resume={resume}",
-        "train.batch_size=2", "train.val_size=2", "train.val_every=0", "train.grid_every=0", "train.ckpt_every=0",
-        "train.log_every=1", "train.device=cpu", "train.threads=1",
-        "model.base_channels=8", "model.res_blocks=1", "model.detector_channels=4"])
-    get_task("gdn").check_config(cfg)
-    return cfg
+    return tiny_run_cfg("gdn", "gdn_cpu", out, photos, steps, resume, [
+        "train.log_every=1", "model.base_channels=8", "model.res_blocks=1", "model.detector_channels=4"])
 
 
 def test_exact_resume_through_the_trainer(tmp_path):
-    photos = write_photos(tmp_path / "photos")
-    assert train(run_cfg(tmp_path / "straight", photos, 4)) == 0
-    assert train(run_cfg(tmp_path / "resumed", photos, 2)) == 0
-    assert train(run_cfg(tmp_path / "resumed", photos, 4, resume="latest")) == 0
-    straight, resumed = final_state(tmp_path / "straight"), final_state(tmp_path / "resumed")
+    straight, _ = straight_and_resumed(tmp_path, run_cfg)
     assert set(straight["modules"]) == {"generator", "detector"} and set(straight["optimizers"]) == {"G", "D"}
-    assert_same_state(straight, resumed)
 
 
 @pytest.mark.parametrize("name, framework, detector_loss", [

@@ -6,21 +6,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from blindinpaint import hub
 from blindinpaint.cli import main
 
-from test_api import corrupted_image, make_hcl_export
+from helpers import make_hcl_export
+from test_api import corrupted_image
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # fixture in conftest.py
 
 
 @pytest.fixture(scope="module")

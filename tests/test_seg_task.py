@@ -5,33 +5,24 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from blindinpaint.config import load_config
 from blindinpaint.models.hcl import HCLConfig, HCLNet, HCLOutput
 from blindinpaint.models.registry import MODELS
 from blindinpaint.models.segbaseline import SegBaselineConfig, SegBaselineNet, SegMaskHeads
-from blindinpaint.train import ExperimentConfig, get_task, train
+from blindinpaint.train import ExperimentConfig
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_trainer import assert_same_state, final_state  # noqa: E402
+from helpers import make_tiny_task, straight_and_resumed, tiny_batch, tiny_run_cfg  # noqa: E402
 
 TINY_MODEL = {"dim": 8, "encoder_depths": [1, 1, 1], "encoder_heads": [1, 2, 4], "bottleneck_depth": 1,
               "decoder_depths": [1, 1, 1], "refiner_width": 0, "head_hidden": 16}
 PHASE1 = {"name": "phase1", "start": 0, "loss_weights": {"adv": 0.0},
           "flags": {"gt_masks": True, "train_refiner": False}}
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: these models are tiny, and on a shared machine extra threads only contend."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # fixture in conftest.py
 
 
 def tiny_net() -> SegBaselineNet:
@@ -74,26 +65,8 @@ def test_same_network_as_hcl_except_the_detector():
 
 
 def make_task():
-    torch.manual_seed(0)
-    cfg = load_config(ExperimentConfig, None, None, base={
-        "task": "seg", "model": TINY_MODEL, "loss": {"perceptual": "none"}, "phases": [PHASE1],
-        "train": {"lr": 3e-3, "device": "cpu"}})
-    task_cls = get_task("seg")
-    task_cls.check_config(cfg)
-    task = task_cls(cfg)
-    task.on_phase(cfg.phases[0])
-    task.engine.optimizers = task.optimizers(cfg.phases[0])
-    return task
-
-
-def tiny_batch(size: int = 32) -> dict:
-    g = torch.Generator().manual_seed(1)
-    clean = torch.nn.functional.interpolate(torch.rand(2, 3, 4, 4, generator=g), size=size, mode="bilinear")
-    hole = torch.zeros(2, 1, size, size)
-    hole[0, :, 4:16, 6:20] = 1
-    hole[1, :, 10:30, 2:12] = 1
-    noise = torch.rand(2, 3, size, size, generator=g)
-    return {"clean": clean, "hole": hole, "corrupted": clean * (1 - hole) + noise * hole}
+    return make_tiny_task({"task": "seg", "model": TINY_MODEL, "loss": {"perceptual": "none"}, "phases": [PHASE1],
+                           "train": {"lr": 3e-3, "device": "cpu"}})
 
 
 def test_bce_decreases_and_validation_uses_the_hcl_metrics():
@@ -109,31 +82,13 @@ def test_bce_decreases_and_validation_uses_the_hcl_metrics():
     assert task.export_spec().model == "seg"
 
 
-def write_photos(folder: Path, n: int = 4, size: int = 48) -> Path:
-    folder.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(n):
-        small = rng.integers(0, 256, (4, 4, 3), dtype=np.uint8)
-        Image.fromarray(small).resize((size, size), Image.Resampling.BILINEAR).save(folder / f"p{i}.png")
-    return folder
-
-
 def run_cfg(out: Path, photos: Path, steps: int, resume: str = "") -> ExperimentConfig:
-    overrides = [f"data.root={photos}", "data.size=32", "data.patterns=[constant]", f"train.out={out}",
-                 f"train.steps={steps}", f"train.resume={resume}", "train.batch_size=2", "train.val_size=2",
-                 "train.val_every=0", "train.grid_every=0", "train.ckpt_every=0", "train.device=cpu",
-                 "train.threads=1", "loss.perceptual=none",
+    overrides = ["data.patterns=[constant]", "loss.perceptual=none",
                  "phases=[{name: phase1, start: 0, loss_weights: {adv: 0.0}, "
                  "flags: {gt_masks: true, train_refiner: false}}]"]
     overrides += [f"model.{k}={v if not isinstance(v, list) else ','.join(map(str, v))}" for k, v in TINY_MODEL.items()]
-    cfg = load_config(ExperimentConfig, Path(__file__).parents[1] / "configs" / "seg_tiny.yaml", overrides)
-    get_task("seg").check_config(cfg)
-    return cfg
+    return tiny_run_cfg("seg", "seg_tiny", out, photos, steps, resume, overrides)
 
 
 def test_exact_resume_through_the_trainer(tmp_path):
-    photos = write_photos(tmp_path / "photos")
-    assert train(run_cfg(tmp_path / "straight", photos, 4)) == 0
-    assert train(run_cfg(tmp_path / "resumed", photos, 2)) == 0
-    assert train(run_cfg(tmp_path / "resumed", photos, 4, resume="latest")) == 0
-    assert_same_state(final_state(tmp_path / "straight"), final_state(tmp_path / "resumed"))
+    straight_and_resumed(tmp_path, run_cfg)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import io
-import json
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -23,38 +22,27 @@ from PIL import Image
 pytest.importorskip("fastapi", reason="the serve extra (fastapi) is not installed")
 pytest.importorskip("httpx", reason="FastAPI's TestClient needs httpx (test extra)")
 from fastapi.testclient import TestClient  # noqa: E402
-from safetensors.torch import save_file  # noqa: E402
 
 from blindinpaint import hub  # noqa: E402
 from blindinpaint.api import Restorer  # noqa: E402
 from blindinpaint.cli import build_parser, main  # noqa: E402
-from blindinpaint.config import to_dict  # noqa: E402
-from blindinpaint.models.contrast import ContrastConfig  # noqa: E402
 from blindinpaint.models.gdn import GDN, GDNConfig  # noqa: E402
-from blindinpaint.models.hcl import HCLConfig, HCLNet  # noqa: E402
+from blindinpaint.models.hcl import HCLNet  # noqa: E402
 from blindinpaint.serve.app import create_app  # noqa: E402
+
+from helpers import micro_hcl_config, write_export  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # fixture in conftest.py
 
 
 # ----------------------------------------------------------------------------- helpers
-def write_export(module: torch.nn.Module, task: str, model_config: dict, folder: Path) -> Path:
-    """``folder/model.safetensors`` + ``folder/config.json`` in hub's export format."""
-    folder.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.detach().contiguous() for k, v in module.state_dict().items()}, str(folder / hub.WEIGHTS_FILE))
-    meta = {"format": hub.EXPORT_FORMAT, "version": 1, "task": task, "model": task, "model_config": model_config,
-            "extra": {}, "dtype": "float32", "sha256": {hub.WEIGHTS_FILE: hub.sha256_file(folder / hub.WEIGHTS_FILE)}}
-    (folder / hub.CONFIG_FILE).write_text(json.dumps(meta))
-    return folder
-
-
 def make_exports(root: Path) -> dict[str, Path]:
     """A micro HCL (blind; tau = 0.01 spreads its P(hole) over [0, 1]) and a micro GDN."""
     torch.manual_seed(0)
-    hcl_cfg = HCLConfig(dim=8, encoder_depths=[1, 1, 1], encoder_heads=[1, 1, 2], bottleneck_depth=1,
-                        bottleneck_heads=2, decoder_depths=[1, 1, 1], window=4, refiner_width=8, refiner_levels=2,
-                        contrast=ContrastConfig(embed_dim=16, hidden_dim=16, tau=0.01, no_corruption="off"))
+    hcl_cfg = micro_hcl_config()
     gdn_cfg = GDNConfig(base_channels=4, res_blocks=1, detector_channels=4)
-    return {"hcl": write_export(HCLNet(hcl_cfg), "hcl", to_dict(hcl_cfg), root / "hcl"),
-            "gdn": write_export(GDN(gdn_cfg), "gdn", to_dict(gdn_cfg), root / "gdn")}
+    return {"hcl": write_export(HCLNet(hcl_cfg), "hcl", hcl_cfg, root / "hcl"),
+            "gdn": write_export(GDN(gdn_cfg), "gdn", gdn_cfg, root / "gdn")}
 
 
 def corrupted_image(width: int = 48, height: int = 40, seed: int = 0) -> np.ndarray:
@@ -79,14 +67,6 @@ def decode(b64: str) -> np.ndarray:
 def upload(pixels_or_bytes, name: str = "image.png", content_type: str = "image/png"):
     data = pixels_or_bytes if isinstance(pixels_or_bytes, bytes) else png_bytes(pixels_or_bytes)
     return (name, data, content_type)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

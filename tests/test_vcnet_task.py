@@ -9,23 +9,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from blindinpaint.config import load_config
 from blindinpaint.models.vcnet_critics import MaskWeightedPatchCritic
-from blindinpaint.train import ExperimentConfig, get_task, train
+from blindinpaint.train import ExperimentConfig, get_task
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_trainer import assert_same_state, final_state  # noqa: E402
+from helpers import enter_phase as enter  # noqa: E402
+from helpers import make_tiny_task, straight_and_resumed, tiny_batch, tiny_run_cfg  # noqa: E402
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: these models are tiny, and on a shared machine extra threads only contend."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # fixture in conftest.py
 
 TINY_MODEL = {"mpn_channels": 8, "neck_channels": 8, "rin_channels": 4, "se_reduction": 4}
 TINY_LOSS = {"perceptual_backbone": "none", "critic_channels": 4}
@@ -34,30 +27,8 @@ PHASES = [{"name": "given", "start": 0, "flags": {"given_hole": True}},
 
 
 def make_task(lr: float = 1e-3):
-    torch.manual_seed(0)
-    cfg = load_config(ExperimentConfig, None, None, base={
-        "task": "vcnet", "model": TINY_MODEL, "loss": TINY_LOSS, "phases": PHASES,
-        "train": {"lr": lr, "betas": [0.5, 0.9], "device": "cpu"}})
-    task_cls = get_task("vcnet")
-    task_cls.check_config(cfg)
-    task = task_cls(cfg)
-    enter(task, cfg.phases[0])
-    return task
-
-
-def enter(task, phase):
-    task.on_phase(phase)
-    task.engine.optimizers = task.optimizers(phase)
-
-
-def tiny_batch(size: int = 32) -> dict:
-    g = torch.Generator().manual_seed(1)
-    clean = torch.nn.functional.interpolate(torch.rand(2, 3, 4, 4, generator=g), size=size, mode="bilinear")
-    hole = torch.zeros(2, 1, size, size)
-    hole[0, :, 4:16, 6:20] = 1
-    hole[1, :, 10:30, 2:12] = 1
-    noise = torch.rand(2, 3, size, size, generator=g)
-    return {"clean": clean, "hole": hole, "corrupted": clean * (1 - hole) + noise * hole}
+    return make_tiny_task({"task": "vcnet", "model": TINY_MODEL, "loss": TINY_LOSS, "phases": PHASES,
+                           "train": {"lr": lr, "betas": [0.5, 0.9], "device": "cpu"}})
 
 
 def test_training_steps_reduce_the_mask_bce():
@@ -117,37 +88,18 @@ def test_validation_is_blind_and_reports_mask_and_restoration_metrics():
     assert grid.shape == (3, 2 * 32 + 2, 5 * 32 + 2)
 
 
-def write_photos(folder: Path, n: int = 4, size: int = 48) -> Path:
-    folder.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(n):
-        small = rng.integers(0, 256, (4, 4, 3), dtype=np.uint8)
-        Image.fromarray(small).resize((size, size), Image.Resampling.BILINEAR).save(folder / f"p{i}.png")
-    return folder
-
-
 def run_cfg(out: Path, photos: Path, steps: int, resume: str = "") -> ExperimentConfig:
-    cfg = load_config(ExperimentConfig, Path(__file__).parents[1] / "configs" / "vcnet_cpu.yaml", [
-        f"data.root={photos}", "data.size=32", "data.patterns=[constant]", "data.buckets=[0-30]",
-        f"train.out={out}", f"train.steps={steps}", f"train.resume={resume}",
-        "train.batch_size=2", "train.grad_accum=1", "train.val_size=2", "train.val_every=0", "train.grid_every=0",
-        "train.ckpt_every=0", "train.log_every=1", "train.device=cpu", "train.threads=1",
+    return tiny_run_cfg("vcnet", "vcnet_cpu", out, photos, steps, resume, [
+        "data.patterns=[constant]", "data.buckets=[0-30]", "train.grad_accum=1", "train.log_every=1",
         "model.mpn_channels=8", "model.neck_channels=8", "model.rin_channels=4", "model.se_reduction=4",
         "loss.perceptual_backbone=none", "loss.critic_channels=4",
         "phases=[{name: given, start: 0, flags: {given_hole: true}}, "
         "{name: predicted, start: 2, flags: {given_hole: false}, fresh_optimizers: false}]"])
-    get_task("vcnet").check_config(cfg)
-    return cfg
 
 
 def test_exact_resume_across_the_phase_switch(tmp_path):
-    photos = write_photos(tmp_path / "photos")
-    assert train(run_cfg(tmp_path / "straight", photos, 4)) == 0
-    assert train(run_cfg(tmp_path / "resumed", photos, 2)) == 0
-    assert train(run_cfg(tmp_path / "resumed", photos, 4, resume="latest")) == 0
-    straight, resumed = final_state(tmp_path / "straight"), final_state(tmp_path / "resumed")
+    straight, _ = straight_and_resumed(tmp_path, run_cfg)
     assert straight["phase"] == "predicted" and set(straight["optimizers"]) == {"G", "D"}
-    assert_same_state(straight, resumed)
 
 
 @pytest.mark.parametrize("name", ["vcnet_cpu", "vcnet_paper"])

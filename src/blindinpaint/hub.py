@@ -134,32 +134,12 @@ def sha256_file(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def export(run_or_checkpoint: str | Path, out_dir: str | Path, fp16: bool = True, which: str = "latest",
-           use_ema: bool = True, drop_refiner: bool = False) -> Path:
-    """Write ``out_dir/model.safetensors`` + ``out_dir/config.json`` from a run or checkpoint.
-
-    ``which``: a run directory's ``latest`` or ``best`` checkpoint.  ``use_ema``: export the
-    EMA weights when the run kept them.  ``drop_refiner``: for an HCL run stopped in phase 1 (its
-    refiner never trained), export without the refiner (``refiner_width: 0``) so the exported
-    model outputs ``rec``.  Returns ``out_dir``.
-    """
+def _write_export(weights: dict[str, Tensor], meta: dict, out_dir: str | Path, fp16: bool) -> Path:
+    """The one writer of an export folder: atomic ``model.safetensors`` (float16 storage when ``fp16``
+    and the values fit), its SHA-256 and ``dtype`` recorded in ``meta``, then an atomic ``config.json``."""
     from safetensors.torch import save_file
 
-    from .train.checkpoint import find_checkpoint, load_checkpoint
-
-    ckpt_path = find_checkpoint(run_or_checkpoint, which)
-    ckpt = load_checkpoint(ckpt_path)
-    used_ema = bool(use_ema and ckpt.get("ema"))
-    weights = checkpoint_weights(ckpt, use_ema)
-    meta = _meta_from_checkpoint(ckpt, ckpt_path, used_ema)
-    if drop_refiner:
-        if "refiner_width" not in meta["model_config"]:
-            raise UserError(f"--drop-refiner: {ckpt_path} is not an HCL model (its config has no refiner_width)")
-        weights = {k: v for k, v in weights.items() if not k.startswith("refiner.")}
-        meta["model_config"]["refiner_width"] = 0
-    tensors, dtype = _storage(weights, fp16)
-    meta["dtype"] = dtype
-
+    tensors, meta["dtype"] = _storage(weights, fp16)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".safetensors", dir=out_dir)
@@ -173,8 +153,46 @@ def export(run_or_checkpoint: str | Path, out_dir: str | Path, fp16: bool = True
     tmp_json = out_dir / (CONFIG_FILE + ".tmp")
     tmp_json.write_text(json.dumps(meta, indent=2, sort_keys=False) + "\n")
     os.replace(tmp_json, out_dir / CONFIG_FILE)
+    return out_dir
+
+
+def save_export(module: nn.Module, task: str, model_name: str, model_config: dict, out_dir: str | Path,
+                fp16: bool = True, extra: dict | None = None) -> Path:
+    """Write ``module``'s weights as an export folder (no training run needed); returns ``out_dir``.
+
+    ``model_name`` is the key into ``blindinpaint.models.registry.MODELS`` and ``model_config`` the
+    dict its builder takes; ``extra`` is stored as the config's ``extra`` (e.g. calibration values).
+    """
+    meta = {"format": EXPORT_FORMAT, "version": 1, "task": task, "model": model_name,
+            "model_config": dict(model_config), "extra": dict(extra or {})}
+    return _write_export(module.state_dict(), meta, out_dir, fp16)
+
+
+def export(run_or_checkpoint: str | Path, out_dir: str | Path, fp16: bool = True, which: str = "latest",
+           use_ema: bool = True, drop_refiner: bool = False) -> Path:
+    """Write ``out_dir/model.safetensors`` + ``out_dir/config.json`` from a run or checkpoint.
+
+    ``which``: a run directory's ``latest`` or ``best`` checkpoint.  ``use_ema``: export the
+    EMA weights when the run kept them.  ``drop_refiner``: for an HCL run stopped in phase 1 (its
+    refiner never trained), export without the refiner (``refiner_width: 0``) so the exported
+    model outputs ``rec``.  Returns ``out_dir``.
+    """
+    from .train.checkpoint import find_checkpoint, load_checkpoint
+
+    ckpt_path = find_checkpoint(run_or_checkpoint, which)
+    ckpt = load_checkpoint(ckpt_path)
+    used_ema = bool(use_ema and ckpt.get("ema"))
+    weights = checkpoint_weights(ckpt, use_ema)
+    meta = _meta_from_checkpoint(ckpt, ckpt_path, used_ema)
+    if drop_refiner:
+        if "refiner_width" not in meta["model_config"]:
+            raise UserError(f"--drop-refiner: {ckpt_path} is not an HCL model (its config has no refiner_width)")
+        weights = {k: v for k, v in weights.items() if not k.startswith("refiner.")}
+        meta["model_config"]["refiner_width"] = 0
+    out_dir = _write_export(weights, meta, out_dir, fp16)
     size_mb = (out_dir / WEIGHTS_FILE).stat().st_size / 1e6
-    log.info("exported %s (step %d, %s, %.1f MB) to %s", ckpt_path, meta["training"]["step"], dtype, size_mb, out_dir)
+    log.info("exported %s (step %d, %s, %.1f MB) to %s", ckpt_path, meta["training"]["step"], meta["dtype"], size_mb,
+             out_dir)
     return out_dir
 
 

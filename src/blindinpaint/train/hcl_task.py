@@ -245,6 +245,18 @@ class HCLTask(Task):
             loss = loss + self.weight("adv") * terms["adv_g"]
         return loss, terms
 
+    def add_restoration_terms(self, out: HCLOutput, target: Tensor, loss: Tensor, terms: dict[str, Tensor]) -> Tensor:
+        """Add the perceptual term on ``rec`` (main Eq. 11) and, when the refiner ran, its terms to ``loss``;
+        the unweighted terms go into ``terms``.  target: B x 3 x H x W in [-1, 1].  Returns the new loss."""
+        if self.perc_rec is not None:  # Eq. 11
+            terms["perc_rec"] = self.perc_rec(out.rec, target)
+            loss = loss + self.weight("perc") * terms["perc_rec"]
+        if out.refined is not None:
+            refined_loss, refined_terms = self.refiner_terms(out, target)
+            loss = loss + refined_loss
+            terms.update(refined_terms)
+        return loss
+
     def generator_loss(self, batch: dict) -> tuple[Tensor, dict[str, float], HCLOutput]:
         """Main Eq. 13 + classifier BCE on one micro-batch; returns (loss, logs, network output)."""
         out = self.forward(batch)
@@ -256,13 +268,7 @@ class HCLTask(Task):
         terms = {"pixel_rec": l1_loss(out.rec, target), "contrast": contrast, "classifier": bce}  # Eq. 10
         loss = (self.weight("pixel") * terms["pixel_rec"] + self.weight("contrast") * contrast
                 + self.weight("classifier") * bce)
-        if self.perc_rec is not None:  # Eq. 11
-            terms["perc_rec"] = self.perc_rec(out.rec, target)
-            loss = loss + self.weight("perc") * terms["perc_rec"]
-        if out.refined is not None:
-            refined_loss, refined_terms = self.refiner_terms(out, target)
-            loss = loss + refined_loss
-            terms.update(refined_terms)
+        loss = self.add_restoration_terms(out, target, loss, terms)
         logs = {k: float(v.detach()) for k, v in terms.items()}
         logs.update({f"contrast_s{s + 1}": float(v.detach()) for s, v in enumerate(per_stage)})
         with torch.no_grad():

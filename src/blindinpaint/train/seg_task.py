@@ -65,13 +65,7 @@ class SegTask(HCLTask):
         mask, per_scale = mask_bce_loss(out.detection, gt_pad)
         terms = {"pixel_rec": l1_loss(out.rec, target), "mask": mask}
         loss = self.weight("pixel") * terms["pixel_rec"] + self.weight("mask") * mask
-        if self.perc_rec is not None:
-            terms["perc_rec"] = self.perc_rec(out.rec, target)
-            loss = loss + self.weight("perc") * terms["perc_rec"]
-        if out.refined is not None:
-            refined_loss, refined_terms = self.refiner_terms(out, target)
-            loss = loss + refined_loss
-            terms.update(refined_terms)
+        loss = self.add_restoration_terms(out, target, loss, terms)
         logs = {k: float(v.detach()) for k, v in terms.items()}
         logs.update({f"mask_s{s + 1}": float(v.detach()) for s, v in enumerate(per_scale)})
         with torch.no_grad():
