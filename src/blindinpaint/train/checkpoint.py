@@ -175,7 +175,7 @@ def load_module_state(module: nn.Module, state: dict, name: str, source: str | P
 
 # ------------------------------------------------------------------ manager
 class CheckpointManager:
-    """Writes ``step_XXXXXXXX.pt`` files, keeps the newest ``keep_last`` and ``best.pt``."""
+    """Writes ``step_<8-digit step>.pt`` files, keeps the newest ``keep_last`` and ``best.pt``."""
 
     def __init__(self, run_dir: str | Path, keep_last: int, metric: str, mode: str = "min",
                  best_value: float | None = None):

@@ -77,7 +77,7 @@ class RunLog:
             self._bar.refresh()
 
     def image(self, step: int, tag: str, grid: Tensor) -> Path | None:
-        """Save a 3 x H x W [0, 1] grid as ``grids/step_XXXXXXXX.png`` and to TensorBoard."""
+        """Save a 3 x H x W [0, 1] grid as ``grids/step_<8-digit step>.png`` and to TensorBoard."""
         if not self.enabled:
             return None
         grid = grid.detach().float().clamp(0, 1).cpu()
