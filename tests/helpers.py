@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from blindinpaint import hub
@@ -102,3 +103,18 @@ def straight_and_resumed(tmp_path: Path, run_cfg) -> tuple[dict, dict]:
     straight, resumed = final_state(tmp_path / "straight"), final_state(tmp_path / "resumed")
     assert_same_state(straight, resumed)
     return straight, resumed
+
+
+def planted_features(gt: torch.Tensor, noise: float, seed: int = 0, channels=(128, 64, 32),
+                     base: int = 8) -> list[torch.Tensor]:
+    """Encoder-like features coarse -> fine for a B x 1 x H x W hole mask: at every scale each pixel is
+    its region's vector (one for hole, one for valid) plus ``noise`` x Gaussian noise."""
+    g = torch.Generator().manual_seed(seed)
+    feats = []
+    for s, c in enumerate(channels):
+        size = base * 2 ** s
+        hole = F.adaptive_avg_pool2d(gt, size) > 0.5
+        a, h = torch.randn(2, c, generator=g)
+        f = torch.where(hole, h.view(1, c, 1, 1), a.view(1, c, 1, 1))
+        feats.append(f + noise * torch.randn(gt.shape[0], c, size, size, generator=g))
+    return feats

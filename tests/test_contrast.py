@@ -4,6 +4,7 @@ import dataclasses
 
 import pytest
 import torch
+from helpers import planted_features
 import torch.nn.functional as F
 
 from blindinpaint.config import ConfigError, from_dict
@@ -20,19 +21,12 @@ def planted(batch=2, base=8, channels=CHANNELS, seed=0, noise=0.05):
     Returns (feats coarse -> fine, valid_px, gt_hole at the finest resolution 4*base).  Every pixel's
     feature is the region's vector plus small noise, at every scale.
     """
-    g = torch.Generator().manual_seed(seed)
     full = base * 2 ** (len(channels) - 1)
     gt = torch.zeros(batch, 1, full, full)
     for b in range(batch):  # test data setup, not model code
         top, left = full // 8 * (b + 1), full // 4 + full // 8 * b
         gt[b, :, top:top + full // 2, left:left + full // 2] = 1
-    feats = []
-    for s, c in enumerate(channels):
-        size = base * 2 ** s
-        hole = F.adaptive_avg_pool2d(gt, size) > 0.5
-        a, h = torch.randn(2, c, generator=g)
-        f = torch.where(hole, h.view(1, c, 1, 1), a.view(1, c, 1, 1))
-        feats.append(f + noise * torch.randn(batch, c, size, size, generator=g))
+    feats = planted_features(gt, noise, seed, channels, base)
     valid_px = [torch.ones(batch, 1, base * 2 ** s, base * 2 ** s) for s in range(len(channels))]
     return feats, valid_px, gt
 

@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import planted_features
 
 from blindinpaint.models.contrast import (ContrastConfig, HierarchicalDetector, circle_loss,
                                           classifier_loss, contrastive_loss, pool_ground_truth,
@@ -22,15 +23,7 @@ def gt_box(batch=2, full=32):
 
 
 def features_for(gt, noise, seed=0, channels=CHANNELS, base=8):
-    g = torch.Generator().manual_seed(seed)
-    feats = []
-    for s, c in enumerate(channels):
-        size = base * 2 ** s
-        hole = F.adaptive_avg_pool2d(gt, size) > 0.5
-        a, h = torch.randn(2, c, generator=g)
-        f = torch.where(hole, h.view(1, c, 1, 1), a.view(1, c, 1, 1))
-        feats.append(f + noise * torch.randn(gt.shape[0], c, size, size, generator=g))
-    return feats
+    return planted_features(gt, noise, seed, channels, base)
 
 
 def ones_like_stages(batch, base=8, stages=3):
