@@ -41,6 +41,16 @@ def make_hcl_export(folder: Path, no_corruption: str = "off", seed: int = 0) -> 
     return write_export(HCLNet(cfg), "hcl", cfg, folder)
 
 
+def make_gdn_export(folder: Path, seed: int = 0) -> Path:
+    """A randomly initialised (``seed``) GDN export in ``folder``, sized by the ``model:`` section of
+    ``configs/gdn_cpu.yaml`` (generator 1.52M, detector 0.57M parameters)."""
+    from blindinpaint.models.registry import build_model, load_model_config
+
+    spec = load_model_config(Path(__file__).parents[1] / "configs" / "gdn_cpu.yaml")
+    torch.manual_seed(seed)
+    return write_export(build_model(spec), spec.task, spec.config, folder)
+
+
 # ----------------------------------------------------------------------------- training tasks
 def make_tiny_task(base: dict):
     """A Task built from the config dict ``base`` (seed 0), entered into its first phase with optimizers."""

@@ -9,7 +9,8 @@ from .errors import ConfigError, UserError  # noqa: E402
 
 # The public API (blindinpaint/api.py) is imported on first use, so ``import blindinpaint`` and
 # ``blindinpaint --help`` stay fast (torch loads only when a model is needed).
-_API = ("Restorer", "RestoreResult", "DetectResult", "load_model", "detect", "restore", "inpaint")
+_API = ("Restorer", "RestoreResult", "DetectResult", "load_model", "detect", "restore", "inpaint",
+        "inspect")
 
 __all__ = ["__version__", "UserError", "ConfigError", *_API]
 

@@ -6,6 +6,10 @@
     det = r.detect("photo.jpg")                      # det.mask, det.confidence
     res = r.restore("photo.jpg", mask="mask.png")    # skip detection: white = corrupted
 
+    g = Restorer.from_pretrained("gdn")              # a GDN model: mask-given inpainting + dense detector
+    res = g.inpaint("photo.jpg", "mask.png")         # white = fill
+    heat = g.inspect("any_inpainted.png")            # H x W float32 P(artifact) in [0, 1]
+
 Formats at this boundary:
 
 * images in: a path, a PIL image, an ``H x W x 3`` (or ``H x W``, ``H x W x 4``) ``uint8`` /
@@ -13,7 +17,9 @@ Formats at this boundary:
   RGBA: the alpha is flattened onto white for the model and put back on the result;
 * images out: ``H x W x 3`` uint8 (``H x W x 4`` when the input had alpha), at the input size;
 * masks: ``H x W`` bool, **True = corrupted** (to be restored); mask files: white = corrupted;
-* confidence: ``H x W`` float32 in [0, 1], the per-pixel probability of corruption.
+* confidence: ``H x W`` float32 in [0, 1], the per-pixel probability of corruption;
+* artifact heat maps (:meth:`Restorer.inspect`): ``H x W`` float32 in [0, 1], the GDN dense
+  detector's per-pixel probability that a pixel is an inpainting artifact.
 
 Any size works (``strategy``): ``"auto"`` runs images up to :attr:`Restorer.max_single_side`
 pixels (1024) in one pass, only padded to the model's multiple, and tiles larger ones;
@@ -47,6 +53,11 @@ ImageInput = Union[str, os.PathLike, Image.Image, np.ndarray, Tensor, LoadedImag
 MaskInput = Union[str, os.PathLike, Image.Image, np.ndarray, Tensor]
 STRATEGIES = ("auto", "resize", "tile")
 DEFAULT_MODEL = "default"
+#: The bundled GDN model (mask-given inpainting + dense artifact detector) of ``inpaint`` / ``inspect``.
+DEFAULT_GDN_MODEL = "gdn"
+#: Bundled model names -> (example run folder, config that trains one), for the "not installed" message.
+_BUNDLED_HINTS = {DEFAULT_MODEL: ("runs/hcl_tiny", "configs/hcl_tiny.yaml"),
+                  DEFAULT_GDN_MODEL: ("runs/gdn_cpu", "configs/gdn_cpu.yaml")}
 
 
 # ----------------------------------------------------------------------------- results
@@ -240,6 +251,29 @@ def overlay(rgb: np.ndarray, hole: np.ndarray, colour=(255, 0, 0), strength: flo
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
+#: Anchor colours of the heat-map colour map (dark purple -> red -> orange -> pale yellow, an
+#: "inferno"-like ramp whose brightness rises steadily with the value, so it also reads in grey).
+_HEAT_STOPS = np.array([0.0, 0.25, 0.5, 0.75, 1.0])
+_HEAT_COLOURS = np.array([[0, 0, 4], [87, 16, 110], [188, 55, 84], [249, 142, 9], [252, 255, 164]],
+                         dtype=np.float64)
+
+
+def heat_colours(prob: np.ndarray) -> np.ndarray:
+    """``H x W`` float in [0, 1] -> ``H x W x 3`` uint8 colours (0 = near black, 1 = pale yellow)."""
+    p = np.clip(np.nan_to_num(np.asarray(prob, dtype=np.float64)), 0.0, 1.0)
+    rgb = np.stack([np.interp(p, _HEAT_STOPS, _HEAT_COLOURS[:, c]) for c in range(3)], axis=-1)
+    return np.rint(rgb).astype(np.uint8)
+
+
+def artifact_overlay(rgb: np.ndarray, prob: np.ndarray, strength: float = 0.5) -> np.ndarray:
+    """A preview of a heat map: ``H x W x 3`` uint8 ``rgb`` blended with :func:`heat_colours` of
+    ``prob`` (``H x W`` in [0, 1]); ``strength`` = weight of the colours (0.5 = half and half)."""
+    if prob.shape != rgb.shape[:2]:
+        raise ValueError(f"heat map {prob.shape} does not match image {rgb.shape[:2]}")
+    mixed = (1.0 - strength) * rgb[..., :3].astype(np.float64) + strength * heat_colours(prob)
+    return np.clip(np.rint(mixed), 0, 255).astype(np.uint8)
+
+
 def _image_tensor(loaded: LoadedImage) -> Tensor:
     """``1 x 3 x H x W`` float in [0, 1]; read-only arrays (from PIL) are copied so torch never
     warns about sharing non-writable memory."""
@@ -299,16 +333,19 @@ class Restorer:
         ``latest`` or ``best``) or a checkpoint file.  ``device``: auto | cpu | cuda | cuda:N | mps.
 
         Raises:
-            UserError: unknown name (for ``"default"`` before a default model is installed: how
-                to pass a path instead), damaged weights, or a model this API cannot run.
+            UserError: unknown name (for the bundled names ``"default"`` and ``"gdn"`` before such a
+                model is installed: how to pass a path instead), damaged weights, or a model this
+                API cannot run.
         """
         dev = resolve_device(device)
         name = str(name_or_path)
-        if name == DEFAULT_MODEL and not Path(name).exists() and not any(
-                m["name"] == DEFAULT_MODEL for m in hub.list_models()):
-            raise UserError("no bundled 'default' model is installed in this copy of blindinpaint; pass an "
-                            "export folder or run directory instead, e.g. Restorer.from_pretrained('runs/hcl_tiny') "
-                            "or --model runs/hcl_tiny (make one with 'blindinpaint train' + 'blindinpaint export')")
+        if name in _BUNDLED_HINTS and not Path(name).exists() and not any(
+                m["name"] == name for m in hub.list_models()):
+            run, config = _BUNDLED_HINTS[name]
+            raise UserError(f"no bundled '{name}' model is installed in this copy of blindinpaint; pass an "
+                            f"export folder or run directory instead, e.g. Restorer.from_pretrained('{run}') "
+                            f"or --model {run} (make one with 'blindinpaint train --config {config}' + "
+                            f"'blindinpaint export')")
         loaded = hub.load(name_or_path, device=dev, which=which)
         if loaded.task not in ("hcl", "gdn"):
             raise UserError(f"{loaded.source} holds a '{loaded.task}' model; restore/detect/inpaint run "
@@ -320,6 +357,13 @@ class Restorer:
     def blind(self) -> bool:
         """The model detects corruption itself (HCL); False for mask-given inpainting (GDN)."""
         return self.task == "hcl"
+
+    @property
+    def can_inspect(self) -> bool:
+        """The model has a GDN dense artifact detector (:meth:`inspect` works)."""
+        from .models.gdn import DenseDetector
+
+        return isinstance(getattr(self.net, "detector", None), DenseDetector)
 
     # ------------------------------------------------------------------ public calls
     def detect(self, img: ImageInput, threshold: Optional[float] = None, dilate: int = 0,
@@ -387,7 +431,36 @@ class Restorer:
             raise UserError("inpaint needs a mask (white = the pixels to fill)")
         return self.restore(img, mask=mask, dilate=dilate, strategy=strategy, max_pixels=max_pixels)
 
+    def inspect(self, img: ImageInput, strategy: str = "auto", max_pixels: Optional[int] = None) -> np.ndarray:
+        """Artifact heat map of ``img``: where does the image look inpainted?
+
+        Runs the GDN dense detector (seed paper 003, Sec. 3.3.2) on the whole image: ``img`` may be
+        the output of *any* inpainting tool, no mask is needed.
+        img: path, PIL image, ``H x W x 3`` uint8 / float [0, 1] array, ... (module docstring; alpha
+            is flattened onto white first).
+        strategy: ``auto`` (one pass up to :attr:`max_single_side`, overlapping tiles above) or
+            ``tile``; ``resize`` is refused, since artifacts are pixel-level detail a downscale erases.
+        Returns ``H x W`` float32 in [0, 1] at the input size: the detector's per-pixel probability
+        V that the pixel is an inpainting artifact (high = looks generated, low = looks real).
+
+        Raises:
+            UserError: the model has no dense detector (e.g. an HCL model), bad input or strategy.
+        """
+        self._need_detector()
+        if strategy == "resize":
+            raise UserError("inspect runs at full resolution (artifacts are pixel-level detail): "
+                            "use strategy auto or tile")
+        loaded = load_input(img, max_pixels)
+        x = _image_tensor(loaded).to(self.device)
+        return _numpy_map(self._artifact(x, self._strategy(strategy, x)))
+
     # ------------------------------------------------------------------ checks
+    def _need_detector(self) -> None:
+        if not self.can_inspect:
+            raise UserError(f"{self.source or self.task} is a '{self.task}' model without a dense artifact "
+                            f"detector: inspect needs a GDN model (--model gdn, or a GDN export folder or "
+                            f"run directory)")
+
     def _need_blind(self, what: str) -> None:
         if not self.blind:
             raise UserError(f"{self.source or self.task} is a mask-given inpainting model ({self.task}): it cannot "
@@ -429,6 +502,15 @@ class Restorer:
     @torch.no_grad()
     def _gdn(self, x01: Tensor, hole: Tensor) -> _Pass:
         return _Pass(prob=hole, restored=self.net.inpaint(x01, hole).clamp(0, 1))
+
+    @torch.no_grad()
+    def _artifact(self, x: Tensor, strategy: str) -> Tensor:
+        """The dense detector's V of ``1 x 3 x H x W`` [0, 1] -> ``1 x 1 x H x W`` in [0, 1] (the
+        detector pads to its multiple and crops back itself; ``tile`` blends overlapping tiles)."""
+        detector = self.net.detector
+        if strategy == "single":
+            return detector.artifact_prob(x).clamp(0, 1)
+        return run_tiled(x, detector.artifact_prob, self.tile, self.overlap).clamp(0, 1)
 
     def _fit_centres(self, x01: Tensor):
         """Cluster centres, polarity and clean decision of the whole image, fitted once on a
@@ -523,5 +605,13 @@ def inpaint(img: ImageInput, mask: MaskInput, model: Union[str, os.PathLike] = D
     return load_model(model, device).inpaint(img, mask, **kwargs)
 
 
-__all__ = ["Restorer", "RestoreResult", "DetectResult", "load_model", "detect", "restore", "inpaint",
-           "load_input", "load_mask", "resolve_device", "overlay", "composite_uint8", "dilate_mask"]
+def inspect(img: ImageInput, model: Union[str, os.PathLike] = DEFAULT_GDN_MODEL, device: str = "auto",
+            **kwargs: Any) -> np.ndarray:
+    """``load_model(model, device).inspect(img, **kwargs)``: ``H x W`` float32 P(artifact) in [0, 1]
+    from the GDN dense detector (default: the bundled ``gdn`` model)."""
+    return load_model(model, device).inspect(img, **kwargs)
+
+
+__all__ = ["Restorer", "RestoreResult", "DetectResult", "load_model", "detect", "restore", "inpaint", "inspect",
+           "load_input", "load_mask", "resolve_device", "overlay", "artifact_overlay", "heat_colours",
+           "composite_uint8", "dilate_mask", "DEFAULT_MODEL", "DEFAULT_GDN_MODEL"]

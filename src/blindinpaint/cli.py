@@ -171,6 +171,9 @@ def _add_restore(sub) -> None:
     p.add_argument("--mask", default=None, metavar="FILE_OR_DIR",
                    help="skip detection: a mask file (white = corrupted) or a folder matched by stem "
                         "(<stem>.png or <stem>_mask.png)")
+    p.add_argument("--grid", default=None, metavar="FILE",
+                   help="also write one PNG (e.g. docs/restore_grid.png) with a row per restored input: "
+                        "input | mask (red overlay) | restored, 192 px high; failed inputs are left out")
     p.set_defaults(**_runner("blindinpaint.restore_cli:restore_main"))
 
 
@@ -178,6 +181,46 @@ def _add_detect(sub) -> None:
     p = sub.add_parser("detect", help="corruption detection: writes OUT/<stem>_mask.png (255 = corrupted)")
     _add_product_options(p, restoring=False)
     p.set_defaults(**_runner("blindinpaint.restore_cli:detect_main"))
+
+
+def _add_inpaint(sub) -> None:
+    p = sub.add_parser("inpaint", help="mask-given inpainting (GDN): writes OUT/<stem>_inpainted.png",
+                       epilog="Pixels outside the mask are copied back bit-identical. Exit status 0 only when "
+                              "every input succeeded.")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders (searched recursively)")
+    p.add_argument("--mask", required=True, metavar="FILE_OR_DIR",
+                   help="white = fill: one mask file for every input, or a folder matched by stem "
+                        "(<stem>.png or <stem>_mask.png)")
+    p.add_argument("-o", "--out", required=True, help="output folder (inputs' subfolders are kept under it)")
+    p.add_argument("--model", default="gdn",
+                   help="GDN model name, export folder, run directory or checkpoint (default: the bundled gdn); "
+                        "an HCL model also works, in given-mask mode")
+    p.add_argument("--dilate", type=int, default=0, metavar="N", help="grow the mask by N pixels before filling")
+    p.add_argument("--device", default="auto", help="auto|cpu|cuda|cuda:N|mps")
+    p.add_argument("--strategy", choices=["auto", "resize", "tile"], default="auto",
+                   help="auto: one pass up to 1024 px, tiles above; tile: overlapping tiles; "
+                        "resize: run at 512 px and upsample the fill")
+    p.add_argument("--max-pixels", type=_positive_int, default=None, metavar="N",
+                   help="refuse larger images (default $BLINDINPAINT_MAX_PIXELS or 64 megapixels)")
+    p.set_defaults(**_runner("blindinpaint.inpaint_cli:inpaint_main"))
+
+
+def _add_inspect(sub) -> None:
+    p = sub.add_parser("inspect", help="artifact heat map of any inpainted image (GDN dense detector): writes "
+                                       "OUT/<stem>_artifacts.png and OUT/<stem>_artifacts16.png",
+                       epilog="_artifacts.png: the image blended with the heat map (bright = looks generated); "
+                              "_artifacts16.png: 16-bit grey, value/65535 = P(artifact). Exit status 0 only "
+                              "when every input succeeded.")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders (searched recursively)")
+    p.add_argument("-o", "--out", required=True, help="output folder (inputs' subfolders are kept under it)")
+    p.add_argument("--model", default="gdn",
+                   help="GDN model name, export folder, run directory or checkpoint (default: the bundled gdn)")
+    p.add_argument("--device", default="auto", help="auto|cpu|cuda|cuda:N|mps")
+    p.add_argument("--strategy", choices=["auto", "tile"], default="auto",
+                   help="auto: one pass up to 1024 px, overlapping tiles above; tile: always tiles")
+    p.add_argument("--max-pixels", type=_positive_int, default=None, metavar="N",
+                   help="refuse larger images (default $BLINDINPAINT_MAX_PIXELS or 64 megapixels)")
+    p.set_defaults(**_runner("blindinpaint.inpaint_cli:inspect_main"))
 
 
 def _add_models(sub) -> None:
@@ -206,6 +249,7 @@ def _add_serve(sub) -> None:
 COMMANDS = [_add_synth, _add_data, _add_info, _add_train, _add_export, _add_evaluate, _add_bench]
 COMMANDS += [_add_restore, _add_detect, _add_models]
 COMMANDS += [_add_serve]
+COMMANDS += [_add_inpaint, _add_inspect]
 
 
 def _add_calibrate(sub) -> None:

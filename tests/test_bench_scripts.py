@@ -1,0 +1,133 @@
+"""The benchmark scripts' own logic (benchmarks/*.py): doc sections, config grouping, the
+hierarchical-vs-full measurement.  Small inputs only; no timing is asserted."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from blindinpaint.models.hcl import HCLNet
+from blindinpaint.profile import count_parameters, load_for_profile
+
+from helpers import micro_hcl_config, write_photos
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import bench_configs  # noqa: E402
+import bench_hierarchy  # noqa: E402
+from doc_section import replace_section  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # fixture in conftest.py
+
+
+# ----------------------------------------------------------------------------- doc sections
+def test_section_is_appended_then_replaced_in_place():
+    doc = "# Title\n\nhand-written text\n"
+    once = replace_section(doc, "bench_x", "| a |\n")
+    assert once == "# Title\n\nhand-written text\n\n<!-- bench_x -->\n| a |\n<!-- /bench_x -->\n"
+    twice = replace_section(once + "\nmore text after\n", "bench_x", "| b |")
+    assert twice == ("# Title\n\nhand-written text\n\n<!-- bench_x -->\n| b |\n<!-- /bench_x -->\n"
+                     "\nmore text after\n")
+    assert replace_section(twice, "bench_x", "| b |") == twice              # idempotent
+    assert "<!-- bench_y -->" in replace_section(twice, "bench_y", "y")     # other sections untouched
+    assert "| b |" in replace_section(twice, "bench_y", "y")
+
+
+@pytest.mark.parametrize("doc", ["<!-- bench_x -->\nonly the start\n", "<!-- /bench_x -->\n<!-- bench_x -->\n",
+                                 "<!-- bench_x -->\n<!-- /bench_x -->\n<!-- bench_x -->\n<!-- /bench_x -->\n"])
+def test_unbalanced_markers_are_an_error_not_an_overwrite(doc):
+    with pytest.raises(ValueError):
+        replace_section(doc, "bench_x", "new")
+
+
+# ----------------------------------------------------------------------------- bench_configs
+def test_identical_model_sections_are_grouped_and_non_models_skipped(tmp_path):
+    hcl = (ROOT / "configs" / "hcl_tiny.yaml").read_text()
+    (tmp_path / "tiny.yaml").write_text(hcl)
+    (tmp_path / "tiny_ablation_loss.yaml").write_text(hcl.replace("steps:", "steps: 7 #"))  # training differs
+    (tmp_path / "wider.yaml").write_text(hcl.replace("dim: 16", "dim: 24"))               # model differs
+    (tmp_path / "notes.yaml").write_text("train: {steps: 3}\n")
+    groups, skipped = bench_configs.discover(tmp_path)
+    assert [g.names for g in groups] == [["tiny", "tiny_ablation_loss"], ["wider"]]
+    assert groups[0].path == tmp_path / "tiny.yaml" and groups[0].label == "tiny (= tiny_ablation_loss)"
+    assert groups[0].sizes() == [128, 256]          # 'tiny' in the name: also 128 px
+    assert [name for name, _ in skipped] == ["notes"]
+
+
+def test_repository_configs_that_differ_only_in_training_are_measured_once():
+    groups, skipped = bench_configs.discover(ROOT / "configs")
+    by_first = {g.names[0]: g.names for g in groups}
+    assert by_first["gdn_cpu"][1:] == sorted(n for n in by_first["gdn_cpu"] if "ablation" in n)
+    assert not skipped and len({n for g in groups for n in g.names}) == len(list((ROOT / "configs").glob("*.yaml")))
+    assert next(g for g in groups if "hcl_places512" in g.names).sizes() == [256, 512]
+
+
+@pytest.mark.parametrize("config", ["hcl_tiny", "seg_tiny", "gdn_cpu", "vcnet_cpu"])
+def test_major_modules_add_up_to_the_total(config):
+    task, cfg, _ = load_for_profile(str(ROOT / "configs" / f"{config}.yaml"))
+    params = count_parameters(task, cfg)
+    parts = bench_configs.major_modules(task, params)
+    assert sum(parts.values()) == params["total"] and "other" not in parts
+    if task == "hcl":
+        assert parts["detection"] + parts["restoration"] == params["restoration"] + params["cluster_classifier"]
+
+
+def test_gdn_macs_belong_to_the_generator():
+    row = {"macs": 123, "macs_per_module": {}}
+    assert bench_configs.macs_by_module("gdn", row) == {"generator": 123}
+    row = {"macs": 10, "macs_per_module": {"stem": 1, "encoder": 2, "detector": 3, "refiner": 4}}
+    assert bench_configs.macs_by_module("hcl", row) == {"detection": 3, "restoration": 3, "refiner": 4}
+
+
+# ----------------------------------------------------------------------------- bench_hierarchy
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    """A corpus folder of 4 smooth photos: 3 in split 'test', 1 in 'train'."""
+    root = tmp_path_factory.mktemp("corpus")
+    write_photos(root / "photos", n=4, size=48)
+    entries = [{"file": f"photos/p{i}.png", "split": "test" if i < 3 else "train"} for i in range(4)]
+    (root / "manifest.json").write_text(json.dumps({"photos": entries}))
+    return root
+
+
+def test_samples_are_seeded_real_corruptions_of_the_split(corpus):
+    a = bench_hierarchy.make_samples(corpus, "test", 2, 64, seed=3, patterns=["constant", "noise"], buckets=["30-60"])
+    b = bench_hierarchy.make_samples(corpus, "test", 2, 64, seed=3, patterns=["constant", "noise"], buckets=["30-60"])
+    assert [s.pattern for s in a] == ["constant", "noise"]                  # combinations in turn
+    assert all(s.name in {"p0.png", "p1.png", "p2.png"} for s in a)         # only the 'test' split
+    for x, y in zip(a, b):
+        assert x.image.shape == (64, 64, 3) and x.image.dtype == np.uint8 and x.hole.shape == (64, 64)
+        assert np.array_equal(x.image, y.image) and np.array_equal(x.hole, y.hole)
+        assert 0.3 <= x.hole.mean() <= 0.6                                  # the requested bucket
+    inside = np.abs(a[0].image[a[0].hole].astype(int) - 128)                # constant = mid grey (blurred edge)
+    assert np.median(inside) <= 2 < np.median(np.abs(a[0].image[~a[0].hole].astype(int) - 128))
+
+
+def test_full_mode_reclusters_everything_and_hierarchy_less(corpus):
+    torch.manual_seed(0)
+    net = HCLNet(micro_hcl_config()).eval()
+    before = net.detector.cfg
+    samples = bench_hierarchy.make_samples(corpus, "test", 2, 64, seed=0, patterns=["noise"], buckets=["30-60"])
+    results = [bench_hierarchy.measure_sample(net, s, repeats=2) for s in samples]
+    assert net.detector.cfg is before and before.hierarchical                # the model is left as it was
+    for r in results:
+        assert r["full"]["refined_fraction"] == [1.0, 1.0, 1.0]
+        assert r["hierarchical"]["refined_fraction"][0] == 1.0
+        assert all(f < 1.0 for f in r["hierarchical"]["refined_fraction"][1:])
+        assert r["hierarchical"]["gathered_rows"][2] < r["full"]["gathered_rows"][2] == 64 * 64
+        assert len(r["full"]["cluster_ms"]) == len(r["hierarchical"]["detect_ms"]) == 2
+        tp, fp, fn = r["hierarchical"]["iou_counts"]
+        assert tp + fn == pytest.approx(r["true_hole_fraction"] * 64 * 64)
+    summary = bench_hierarchy.summarise(results)
+    assert [row["stage"] for row in summary["stages"]] == ["S1", "S2", "S3"]
+    assert summary["stages"][2]["full"]["mean"] == 1.0 > summary["stages"][2]["hierarchical"]["mean"]
+    text = bench_hierarchy.render(summary, {
+        "label": "test", "command": "python benchmarks/bench_hierarchy.py", "machine": "m", "threads": 1,
+        "load_before": 0.0, "load_after": 0.0, "model": "micro", "split": "test", "corpus": "c", "size": 64,
+        "patterns": "noise", "buckets": "30-60", "noise": "n", "seed": 0, "repeats": 2})
+    assert text.count("| S") == 3 and "| hierarchical |" in text and "| full |" in text
