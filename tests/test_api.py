@@ -192,22 +192,25 @@ def test_auto_runs_one_pass_up_to_1024_and_tiles_above(restorer):
     assert restorer._strategy("resize", torch.zeros(1, 3, 64, 64)) == "single"  # small: not upscaled
 
 
-def test_tiled_and_single_pass_agree(exports):
-    r = Restorer.from_pretrained(exports["hcl"], device="cpu")
-    rgb = corrupted_image(64)
+def test_tiled_and_single_pass_agree():
+    # The bundled (trained) model: a random micro net's embeddings are nearly degenerate, so float
+    # rounding alone flips its K-means assignments and no two forward paths agree (seen: any seed).
+    r = Restorer.from_pretrained("default", device="cpu")
+    rgb = corrupted_image(96)
     single_det = r.detect(rgb, strategy="auto")
     single = r.restore(rgb, mask=single_det.mask)
-    r.tile, r.overlap, r.fit_side = 32, 16, 64   # force 3 x 3 tiles; centres fitted at full size
+    r.tile, r.overlap, r.fit_side = 64, 32, 96   # force 2 x 2 tiles; centres fitted at full size
     tiled_det = r.detect(rgb, strategy="tile")
     assert np.abs(tiled_det.confidence - single_det.confidence).mean() < 0.03
-    assert (tiled_det.mask == single_det.mask).mean() > 0.9
+    assert (tiled_det.mask == single_det.mask).mean() > 0.95
     tiled = r.restore(rgb, mask=single_det.mask, strategy="tile")
     inside = single_det.mask
-    assert np.abs(tiled.image.astype(int) - single.image)[inside].mean() < 3.0   # of 255
+    assert inside.any()
+    assert np.abs(tiled.image.astype(int) - single.image)[inside].mean() < 8.0   # of 255
     assert np.array_equal(tiled.image[~inside], rgb[~inside])
     blind = r.restore(rgb, strategy="tile")
     assert np.array_equal(blind.image[~blind.mask], rgb[~blind.mask])
-    assert np.array_equal(blind.mask, blind.confidence > 0.5)
+    assert np.array_equal(blind.mask, blind.confidence > r.threshold)
 
 
 def test_tiles_use_the_centres_fitted_on_the_whole_image(restorer):

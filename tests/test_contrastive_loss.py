@@ -250,3 +250,62 @@ def test_a_few_steps_reduce_the_contrastive_loss():
         opt.step()
         history.append(total.item())
     assert sum(history[-3:]) < 0.7 * sum(history[:3]), history
+
+
+def test_circle_loss_fast_path_matches_masked_log_sum_exp():
+    """The shift-free evaluation (one GEMM, class sums) equals the masked per-row log-sum-exp."""
+    from blindinpaint.models.contrast import _circle_lse_masked, _circle_lse_shifted
+
+    g = torch.Generator().manual_seed(2)
+    B, Q, R = 3, 40, 30
+    q_hole, r_hole = torch.rand(B, Q, generator=g) > 0.5, torch.rand(B, R, generator=g) > 0.5
+    # tight clusters: a query's positives are as close to it as itself (its own pair must not count)
+    centre = F.normalize(torch.randn(2, 16, generator=g), dim=-1)
+    q = F.normalize(centre[q_hole.long()] + 0.01 * torch.randn(B, Q, 16, generator=g), dim=-1).requires_grad_()
+    r = F.normalize(torch.randn(B, R, 16, generator=g), dim=-1)
+    k_mask = torch.rand(B, Q + R, generator=g) > 0.2
+    keys, k_hole = torch.cat([q, r], 1), torch.cat([q_hole, r_hole], 1)
+    for tau in (0.1, 0.05):
+        fast = _circle_lse_shifted(q, q_hole, keys, k_hole, k_mask, tau, 1.0 / tau, True)
+        ref = _circle_lse_masked(q, q_hole, keys, k_hole, k_mask, tau, True)
+        # compare where a positive and a negative exist (elsewhere both are masked out of the loss)
+        n_same = (k_mask.unsqueeze(1) & (k_hole.unsqueeze(1) == q_hole.unsqueeze(2))).sum(-1)
+        ok = n_same - k_mask[:, :Q].long() > 0  # a positive other than the query itself
+        for a, b in zip(fast, ref):
+            assert torch.allclose(a[ok], b[ok], rtol=1e-5, atol=1e-5)
+        ga = torch.autograd.grad(sum(t[ok].sum() for t in fast), q)[0]
+        gb = torch.autograd.grad(sum(t[ok].sum() for t in ref), q)[0]
+        assert torch.allclose(ga, gb, atol=1e-5)
+    # far from unit vectors the exponent range would not fit float32: the masked path is taken
+    big = (q.detach() * 30).requires_grad_()
+    loss, has = circle_loss(big, q_hole, k_mask[:, :Q], big, q_hole, k_mask[:, :Q], 0.1, True)
+    assert torch.isfinite(loss).all() and has.all()
+    loss.sum().backward()
+    assert torch.isfinite(big.grad).all()
+
+
+def test_projection_head_backward_on_few_rows_equals_dense_backward(monkeypatch):
+    import blindinpaint.models.contrast as contrast
+
+    torch.manual_seed(0)
+    head = contrast.ProjectionHead(24, 32, 16)
+    t = torch.randn(2, 8, 8, 24, requires_grad=True)
+    rows = torch.tensor([3, 17, 64, 100])
+    for sparse in (True, False):  # a loss on a few rows, and on every row
+        weight = torch.zeros(128, 1)
+        weight[rows if sparse else slice(None)] = torch.randn(len(rows) if sparse else 128, 1)
+        params = [t] + list(head.parameters())
+        out = head.forward_tokens(t)  # row-sparse backward
+        got = torch.autograd.grad((out.reshape(128, 16) * weight).sum(), params)
+        ref_out = head._rows(t)  # plain autograd
+        want = torch.autograd.grad((ref_out.reshape(128, 16) * weight).sum(), params)
+        assert torch.allclose(out, ref_out)
+        for a, b in zip(got, want):
+            assert torch.allclose(a, b, atol=1e-6), float((a - b).abs().max())
+        if sparse:  # rows without a gradient get exactly none
+            untouched = torch.ones(128, dtype=torch.bool)
+            untouched[rows] = False
+            assert torch.all(got[0].reshape(128, 24)[untouched] == 0)
+    monkeypatch.setattr(contrast, "_HEAD_RUN_ROWS", 10)  # no-gradient runs of rows
+    with torch.no_grad():
+        assert torch.allclose(head.forward_tokens(t), head._rows(t), atol=1e-6)

@@ -162,7 +162,95 @@ class ProjectionHead(nn.Module):
         self.fc2 = nn.Conv2d(hidden_dim, embed_dim, 1)
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.normalize(self.fc2(self.act(self.fc1(x))), dim=1)
+        return _tokens_to_maps(self.forward_tokens(_maps_to_tokens(x)))
+
+    def forward_tokens(self, t: Tensor) -> Tensor:
+        """The same on channels-last tokens: ``B x H x W x C_in`` -> ``B x H x W x E`` (unit rows).
+
+        The 1x1 convs run as plain matrix products over the tokens (their weights viewed as
+        ``out x in``): no layout conversion, no im2col.  With gradients, see :class:`_RowSparseHead`."""
+        params = (self.fc1.weight, self.fc1.bias, self.fc2.weight, self.fc2.bias)
+        if torch.is_grad_enabled() and (t.requires_grad or any(p.requires_grad for p in params)):
+            return _RowSparseHead.apply(self, t, *params)
+        if t.device.type != "cpu":
+            return self._rows(t)
+        # no gradient on CPU: runs of rows, so the 128-wide hidden layer never fills a full-map buffer
+        rows = t.reshape(-1, t.shape[-1])
+        out = rows.new_empty(rows.shape[0], self.fc2.out_channels)
+        for r0 in range(0, rows.shape[0], _HEAD_RUN_ROWS):
+            out[r0:r0 + _HEAD_RUN_ROWS] = self._rows(rows[r0:r0 + _HEAD_RUN_ROWS])
+        return out.view(*t.shape[:-1], out.shape[-1])
+
+    def _rows(self, t: Tensor) -> Tensor:
+        return F.normalize(_conv1x1_tokens(self.fc2, self.act(_conv1x1_tokens(self.fc1, t))), dim=-1)
+
+
+# Rows per run of the no-gradient projection head (each row is computed alone).
+_HEAD_RUN_ROWS = 16384
+
+
+class _RowSparseHead(torch.autograd.Function):
+    """:class:`ProjectionHead` on tokens whose backward runs on the rows that receive a gradient.
+
+    The head acts on every token alone, and the losses read few of its output rows (the contrastive
+    queries; K-means and the classifier see detached embeddings), so the usual backward would push
+    mostly zero rows through both layers at full resolution.  The forward runs without a graph;
+    the backward recomputes the head with autograd on the rows whose output gradient is non-zero
+    and scatters the input gradient back (zero rows add nothing, so the gradients are the same up
+    to float rounding; with a dense gradient every row is taken).
+    """
+
+    @staticmethod
+    def forward(ctx, head: "ProjectionHead", t: Tensor, *params: Tensor) -> Tensor:
+        ctx.head = head
+        ctx.save_for_backward(t)
+        with torch.no_grad():
+            return head._rows(t)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        (t,) = ctx.saved_tensors
+        head = ctx.head
+        params = (head.fc1.weight, head.fc1.bias, head.fc2.weight, head.fc2.bias)
+        c_in = t.shape[-1]
+        g = grad.reshape(-1, grad.shape[-1])
+        rows = torch.nonzero((g != 0).any(dim=1)).squeeze(1)
+        need_t = ctx.needs_input_grad[1]
+        with torch.enable_grad():
+            sub = t.reshape(-1, c_in).index_select(0, rows).detach().requires_grad_(need_t)
+            out = head._rows(sub)
+            wanted = [sub] if need_t else []
+            wanted += [p for p, need in zip(params, ctx.needs_input_grad[2:]) if need]
+            grads = list(torch.autograd.grad(out, wanted, g.index_select(0, rows), allow_unused=True))
+        d_t = None
+        if need_t:
+            d_t = t.new_zeros(t.numel() // c_in, c_in).index_copy_(0, rows, grads.pop(0)).view(t.shape)
+        d_params = [grads.pop(0) if need else None for need in ctx.needs_input_grad[2:]]
+        return (None, d_t, *d_params)
+
+
+def _maps_to_tokens(x: Tensor) -> Tensor:
+    """B x C x H x W -> B x H x W x C (a view for a channels-last tensor, else one copy)."""
+    return x.permute(0, 2, 3, 1)
+
+
+def _tokens_to_maps(t: Tensor) -> Tensor:
+    """B x H x W x C -> B x C x H x W view (channels-last strides when ``t`` is contiguous)."""
+    return t.permute(0, 3, 1, 2)
+
+
+def _conv1x1_tokens(conv: nn.Conv2d, t: Tensor) -> Tensor:
+    """A 1x1 ``nn.Conv2d`` (stride 1, no groups) applied to ``B x H x W x C_in`` tokens."""
+    out = torch.mm(t.reshape(-1, t.shape[-1]), conv.weight.view(conv.weight.shape[0], -1).t())
+    if conv.bias is not None:
+        out = out.add_(conv.bias)  # mm + in-place bias: faster than addmm on CPU (layers.linear)
+    return out.view(*t.shape[:-1], out.shape[-1])
+
+
+def _up2_tokens(t: Tensor) -> Tensor:
+    """Nearest x2 upsampling of ``B x H x W x C`` tokens (one copy): ``B x 2H x 2W x C``."""
+    b, h, w, c = t.shape
+    return t[:, :, None, :, None, :].expand(b, h, 2, w, 2, c).reshape(b, 2 * h, 2 * w, c)
 
 
 def _up2(x: Tensor) -> Tensor:
@@ -293,12 +381,15 @@ class HierarchicalDetector(nn.Module):
     # ----------------------------------------------------------------------------- embeddings
     def embed(self, feats: list[Tensor]) -> list[Tensor]:
         """Encoder features (coarse -> fine, B x C_s x H_s x W_s) -> unit embeddings B x E x H_s x W_s."""
+        # Channels-last token views throughout (the encoder hands over channels-last maps, for
+        # which these permutes are free); the result is B x E x H x W with channels-last strides.
         out = []
         for s, f in enumerate(feats):
-            x = f
+            x = _maps_to_tokens(f)
             if self.cfg.inter_stage and s > 0:  # Eq. 6; not detached: gradients reach stage s-1
-                x = torch.cat([f, _up2(self.maps[s - 1](feats[s - 1]))], dim=1)
-            out.append(self.heads[s](x))
+                mapped = _conv1x1_tokens(self.maps[s - 1], _maps_to_tokens(feats[s - 1]))
+                x = torch.cat([x, _up2_tokens(mapped)], dim=-1)
+            out.append(_tokens_to_maps(self.heads[s].forward_tokens(x)))
         return out
 
     def classify_centres(self, centres: Tensor) -> Tensor:
@@ -354,7 +445,8 @@ class HierarchicalDetector(nn.Module):
             rows = torch.nonzero(active.reshape(-1)).squeeze(1)
             img = torch.div(rows, N, rounding_mode="floor")
             pos = rows - img * N
-            x = emb.detach().reshape(B, E, N)[img, :, pos].float()  # M x E, no full-map copy
+            # M x E: only the gathered rows are copied (a view of channels-last embeddings)
+            x = _maps_to_tokens(emb.detach()).reshape(B * N, E)[rows].float()
             row_real = real.reshape(-1)[rows]
             if fixed is None:
                 km = spherical_kmeans(x, img, pos, B, row_real.float(), iters=cfg.kmeans_iters,
@@ -461,7 +553,7 @@ class HierarchicalDetector(nn.Module):
 def _gather_rows(maps: Tensor, idx: Tensor) -> Tensor:
     """maps: B x C x H x W, idx: B x K flat positions -> B x K x C."""
     B, C = maps.shape[:2]
-    flat = maps.reshape(B, C, -1).transpose(1, 2)
+    flat = _maps_to_tokens(maps).reshape(B, -1, C)  # a view for channels-last maps
     return flat.gather(1, idx.unsqueeze(-1).expand(-1, -1, C))
 
 
@@ -543,6 +635,10 @@ def representatives(det: Detection, stage: int, cfg: ContrastConfig) -> tuple[Te
     return _gather_rows(emb, idx), label_hole.gather(1, idx), chosen.gather(1, idx)
 
 
+# Largest exponent range of the shift-free evaluation below: exp(-80) = 1.8e-35 is still a normal float32.
+_CIRCLE_EXP_RANGE = 80.0
+
+
 def circle_loss(q: Tensor, q_hole: Tensor, q_mask: Tensor, keys: Tensor, k_hole: Tensor,
                 k_mask: Tensor, tau: float, queries_in_keys: bool) -> tuple[Tensor, Tensor]:
     """Eq. 2 per image, averaged over queries (SPEC section 0): returns B losses and B "has queries".
@@ -551,8 +647,61 @@ def circle_loss(q: Tensor, q_hole: Tensor, q_mask: Tensor, keys: Tensor, k_hole:
     ``queries_in_keys`` the first Q keys are the queries themselves (pairs (i, i) excluded).  For each query:
     ``log(1 + sum_P exp(-s_qp / tau) * sum_N exp(s_qn / tau)) = softplus(LSE_P(-s/tau) + LSE_N(s/tau))``.
     Queries lacking a positive or a negative are masked out.
+
+    Evaluation: ``|s / tau| <= c = max|q| max|k| / tau``, so with ``c`` as the log-sum-exp shift no
+    exponent leaves ``[-2c, 0]``.  When ``2c`` is small enough for float32 (unit vectors and
+    tau >= 0.025): one GEMM gives ``s/tau - c``, two ``exp`` give every pair's positive and negative
+    term, and a GEMM with the per-key class indicators sums them per query (no B x Q x K masks).
+    Else the masked log-sum-exp with per-row maxima.
     """
-    s = torch.einsum("bqe,bke->bqk", q.float(), keys.float()) / tau
+    qf, kf = q.float(), keys.float()
+    Q = q.shape[1]
+    # a query needs a positive (a same-label key other than itself) and a negative
+    n_hole = (k_mask & k_hole).sum(1, keepdim=True)
+    n_valid = (k_mask & ~k_hole).sum(1, keepdim=True)
+    n_same = torch.where(q_hole, n_hole, n_valid)
+    if queries_in_keys:
+        n_same = n_same - q_mask.long()
+    used = q_mask & (n_same > 0) & (torch.where(q_hole, n_valid, n_hole) > 0)
+    shift = 0.0
+    if qf.numel() and kf.numel():
+        with torch.no_grad():
+            shift = float(qf.norm(dim=-1).amax() * kf.norm(dim=-1).amax()) / tau
+    if 2.0 * shift <= _CIRCLE_EXP_RANGE:
+        lse_pos, lse_neg = _circle_lse_shifted(qf, q_hole, kf, k_hole, k_mask, tau, shift, queries_in_keys)
+    else:
+        lse_pos, lse_neg = _circle_lse_masked(qf, q_hole, kf, k_hole, k_mask, tau, queries_in_keys)
+    per_query = F.softplus(lse_pos + lse_neg) * used
+    n_used = used.sum(1)
+    return per_query.sum(1) / n_used.clamp(min=1), n_used > 0
+
+
+def _circle_lse_shifted(q: Tensor, q_hole: Tensor, keys: Tensor, k_hole: Tensor, k_mask: Tensor, tau: float,
+                        shift: float, queries_in_keys: bool) -> tuple[Tensor, Tensor]:
+    """LSE_P(-s/tau), LSE_N(s/tau) per query (B x Q each) with the fixed shift ``shift >= max|s/tau|``.
+
+    The self pair (i, i) of ``queries_in_keys`` is removed from the positive sum by subtraction: for
+    unit vectors its term exp(-|q|^2/tau - c) = exp(-2c) is the smallest of all, so no cancellation.
+    """
+    Q = q.shape[1]
+    t = torch.baddbmm(q.new_full((1, 1, 1), -shift), q, keys.transpose(1, 2), alpha=1.0 / tau)  # s/tau - c
+    e_neg = torch.exp(t)  # negatives' terms exp(s/tau) e^-c
+    e_pos = torch.exp(-2.0 * shift - t)  # positives' terms exp(-s/tau) e^-c
+    # per key: [usable valid key, usable hole key]; one GEMM sums each query's terms per class
+    classes = torch.stack([k_mask & ~k_hole, k_mask & k_hole], dim=-1).to(t.dtype)  # B x K x 2
+    own = q_hole.long().unsqueeze(-1)
+    neg = torch.bmm(e_neg, classes).gather(2, 1 - own).squeeze(2)
+    pos = torch.bmm(e_pos, classes).gather(2, own).squeeze(2)
+    if queries_in_keys:  # the pair (i, i) is no positive; for unit vectors its term is the smallest
+        pos = pos - torch.diagonal(e_pos[:, :, :Q], dim1=1, dim2=2) * k_mask[:, :Q]
+    tiny = torch.finfo(t.dtype).tiny  # empty sums (query masked out below): finite, no gradient
+    return torch.log(pos.clamp(min=tiny)) + shift, torch.log(neg.clamp(min=tiny)) + shift
+
+
+def _circle_lse_masked(q: Tensor, q_hole: Tensor, keys: Tensor, k_hole: Tensor, k_mask: Tensor, tau: float,
+                       queries_in_keys: bool) -> tuple[Tensor, Tensor]:
+    """The same as :func:`_circle_lse_shifted` with masked B x Q x K logits and per-row maxima."""
+    s = torch.einsum("bqe,bke->bqk", q, keys) / tau
     key_ok = k_mask.unsqueeze(1).expand_as(s)
     Q = q.shape[1]
     if queries_in_keys:
@@ -564,16 +713,7 @@ def circle_loss(q: Tensor, q_hole: Tensor, q_mask: Tensor, keys: Tensor, k_hole:
     fill = torch.full_like(s, -1.0 / tau - 50.0)
     lse_pos = torch.logsumexp(torch.where(key_ok & same, -s, fill), dim=2)
     lse_neg = torch.logsumexp(torch.where(key_ok & ~same, s, fill), dim=2)
-    # a query needs a positive (a same-label key other than itself) and a negative
-    n_hole = (k_mask & k_hole).sum(1, keepdim=True)
-    n_valid = (k_mask & ~k_hole).sum(1, keepdim=True)
-    n_same = torch.where(q_hole, n_hole, n_valid)
-    if queries_in_keys:
-        n_same = n_same - q_mask.long()
-    used = q_mask & (n_same > 0) & (torch.where(q_hole, n_valid, n_hole) > 0)
-    per_query = F.softplus(lse_pos + lse_neg) * used
-    n_used = used.sum(1)
-    return per_query.sum(1) / n_used.clamp(min=1), n_used > 0
+    return lse_pos, lse_neg
 
 
 def contrastive_loss(det: Detection, gt_hole: Tensor, cfg: ContrastConfig,

@@ -172,7 +172,9 @@ class TransformerStage(nn.Module):
             y, _ = self.conv(y, pvalid)
         else:
             y = self.conv(y)
-        return x + F.gelu(y)
+        if torch.is_grad_enabled():
+            return x + F.gelu(y)
+        return torch.ops.aten.gelu_(y).add_(x)  # inference: in place in the conv's output buffer
 
 
 class HCLEncoder(nn.Module):
