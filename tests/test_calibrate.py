@@ -148,6 +148,8 @@ def test_cli_write_round_trips_through_hub_load(export_dir, photo_dir, capsys):
     (["--max-fpr", "1.5"], "--max-fpr must be in (0, 1)"),
     (["--patterns", "constant,bogus"], "unknown pattern 'bogus'"),
     (["--crops", "3"], "--crops must be 1 or 5"),
+    (["--size", "32,8"], "every side must be at least 16"),
+    (["--size", "32,big"], "comma list of sides"),
 ])
 def test_bad_arguments_give_one_line_errors(export_dir, photo_dir, capsys, extra, message):
     rc = main(["calibrate", str(export_dir), "--photos", str(photo_dir), "--size", "32", *extra])
@@ -160,3 +162,12 @@ def test_missing_photos_and_model_are_user_errors(export_dir, tmp_path, capsys):
     assert "not found" in capsys.readouterr().err
     assert main(["calibrate", str(tmp_path / "nope"), "--photos", str(tmp_path)]) == 2
     assert "no model" in capsys.readouterr().err
+
+
+def test_several_sizes_pool_their_crops(export_dir, photo_dir, capsys):
+    rc = main(["calibrate", str(export_dir), "--photos", str(photo_dir), "--size", "48,32", "--patterns",
+               "constant,noise", "--max-fpr", "0.1", "--batch-size", "8", "--write"])
+    assert rc == 0 and "sizes [32, 48]" in capsys.readouterr().out
+    record = hub.load(export_dir).extra["calibration"]
+    assert record["size"] == [32, 48]
+    assert record["n_clean"] == 30 and record["n_corrupted"] == 24  # every crop and sample at both sizes

@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import itertools
 import json
 import os
 import sys
@@ -319,6 +320,17 @@ def _parse_patterns(text: str) -> list[str]:
     return patterns
 
 
+def _parse_sizes(text: str) -> list[int]:
+    """``"128"`` or ``"128,256"`` -> sorted distinct sides, each >= 16 (else a one-line UserError)."""
+    try:
+        sizes = sorted({int(t) for t in text.split(",") if t.strip()})
+    except ValueError:
+        raise UserError(f"--size must be a side in pixels or a comma list of sides, got {text!r}") from None
+    if not sizes or sizes[0] < 16:
+        raise UserError(f"--size: every side must be at least 16, got {text!r}")
+    return sizes
+
+
 def calibrate_main(args: argparse.Namespace) -> int:
     """Runner of ``blindinpaint calibrate MODEL --photos DIR [...] [--write]``."""
     from .data.dataset import resolve_photos
@@ -326,8 +338,7 @@ def calibrate_main(args: argparse.Namespace) -> int:
 
     if not 0.0 < args.max_fpr < 1.0:
         raise UserError(f"--max-fpr must be in (0, 1), got {args.max_fpr}")
-    if args.size < 16:
-        raise UserError(f"--size must be at least 16, got {args.size}")
+    sizes = _parse_sizes(str(args.size))
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.crops is not None and args.crops not in (1, 5):
@@ -346,15 +357,18 @@ def calibrate_main(args: argparse.Namespace) -> int:
     crops = args.crops or (5 if len(paths) < FEW_PHOTOS else 1)
     start = time.perf_counter()
     show = sys.stderr.isatty()
-    clean = clean_crops(paths, args.size, crops)
-    loader = corrupted_loader(args.photos, args.split, patterns, args.size, args.assets, args.batch_size, args.seed)
+    # one pool over every size: batches of one size each (clean crops of all sizes, then corrupted ones)
+    clean = [b for size in sizes for b in clean_crops(paths, size, crops).split(args.batch_size)]
+    loader = itertools.chain.from_iterable(
+        corrupted_loader(args.photos, args.split, patterns, size, args.assets, args.batch_size, args.seed)
+        for size in sizes)
     result = calibrate(model, clean, loader, args.max_fpr, batch_size=args.batch_size, progress=show)
     seconds = time.perf_counter() - start
     print(result.table())
-    print(f"{len(paths)} photos x {crops} crop(s); {seconds:.1f} s")
+    print(f"{len(paths)} photos x {crops} crop(s) x sizes {sizes}; {seconds:.1f} s")
     if args.write:
         info = {"photos": Path(args.photos).name, "split": args.split, "n_photos": len(paths), "crops": crops,
-                "size": args.size, "patterns": patterns, "seed": args.seed}
+                "size": sizes if len(sizes) > 1 else sizes[0], "patterns": patterns, "seed": args.seed}
         path = write_calibration(loaded.source, result, info)
         print(f"wrote contrast.no_corruption = centre_cosine, clean_threshold = {result.threshold:.4f} to {path}")
     return 0

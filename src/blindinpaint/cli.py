@@ -257,7 +257,8 @@ def _add_calibrate(sub) -> None:
     p.add_argument("model", help="model name, export folder, run directory or checkpoint (HCL)")
     p.add_argument("--photos", required=True, help="corpus folder (with --split) or plain folder of clean photos")
     p.add_argument("--split", default="val", help="corpus split of the calibration photos (ignored for a plain folder)")
-    p.add_argument("--size", type=int, default=128, help="side of the square crops in pixels")
+    p.add_argument("--size", default="128", help="side of the square crops in pixels, or a comma list of sides "
+                   "(e.g. 128,256: the threshold must hold at every size the model is used at)")
     p.add_argument("--max-fpr", type=float, default=0.02, help="bound on the clean-photo pixel false-positive rate")
     p.add_argument("--patterns", default="image,constant,single_color,noise,graffiti,text,logo",
                    help="comma list of corruption patterns for the recall-loss measurement")
