@@ -28,6 +28,9 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from doc_section import load_label, write_section  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 PHOTO = ROOT / "examples" / "corrupted" / "astronaut.png"
 TRUE_MASK = ROOT / "examples" / "masks" / "astronaut_mask.png"
@@ -112,8 +115,10 @@ def run_size(model: str, photo: Path, mask: Path, out: Path, threads: int, repea
 
 
 def report(rows: list[dict], label: str, model_note: str, threads: int, load: tuple[float, float]) -> str:
+    from blindinpaint.api import Restorer
+
     lines = [
-        "# Performance of the product path (`blindinpaint restore`)",
+        "### End to end: `benchmarks/bench_product.py`",
         "",
         f"Status: **{label}**.  Measured with `python benchmarks/bench_product.py --threads {threads}`",
         f"on {platform.machine()} CPU ({os.cpu_count()} cores), torch threads = {threads}, "
@@ -138,9 +143,9 @@ def report(rows: list[dict], label: str, model_note: str, threads: int, load: tu
     lines += ["", "Individual runs (s): " + "; ".join(f"{r['side']} px: {r['all_seconds']}" for r in rows), "",
               "\"network alone\" = one HCL forward (detector, transformer, refiner) on the same input: the "
               "difference to the end-to-end time is the product's own cost (decode, padding, composite, PNG "
-              "writing).  At 2048 px the `auto` strategy runs a detection-only pass at 1024 px to fit the "
-              "cluster centres once, then 4 x 4 overlapping 576 px tiles (overlap 64, raised-cosine blending); "
-              "an image judged clean by that first pass skips the tiles.", ""]
+              f"writing).  At 2048 px the `auto` strategy runs a detection-only pass at {Restorer.fit_side} px to fit "
+              f"the cluster centres once, then overlapping {Restorer.tile} px tiles (overlap >= {Restorer.overlap}, "
+              "raised-cosine blending); an image judged clean by that first pass skips the tiles.", ""]
     return "\n".join(lines)
 
 
@@ -153,6 +158,7 @@ def main() -> int:
     ap.add_argument("--model", default=None, help="model name, export or run folder (default: 'default' if installed)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats-512", type=int, default=3)
+    ap.add_argument("--repeats-large", type=int, default=2, help="timed runs of the sizes above 512 px")
     ap.add_argument("--sizes", default="512,2048")
     ap.add_argument("--write", default=None, help="write the markdown report here (e.g. docs/performance.md)")
     ap.add_argument("--label", default=None, help="status label (default: from the load average)")
@@ -176,18 +182,17 @@ def main() -> int:
         rows = []
         for side in [int(s) for s in args.sizes.split(",")]:
             photo, mask = inputs[side]
-            repeats = args.repeats_512 if side <= 512 else 1
+            repeats = args.repeats_512 if side <= 512 else args.repeats_large
             row = run_size(model, photo, mask, tmp_path, args.threads, repeats)
             row["side"] = side
             rows.append(row)
             print(json.dumps(row), flush=True)
     load_after = os.getloadavg()[0]
-    busy = max(load_before, load_after) > 0.5
-    label = args.label or ("busy machine, preliminary" if busy else "idle machine")
+    label = load_label(load_before, load_after, args.label)
     text = report(rows, label, note, args.threads, (load_before, load_after))
     print(text)
     if args.write:
-        Path(args.write).write_text(text)
+        write_section(args.write, "bench_product", text)
     return 0
 
 
