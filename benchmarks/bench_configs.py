@@ -169,8 +169,8 @@ def render(groups: list[ModelGroup], skipped: list[tuple[str, str]], context: di
         "process per row (interpreter + torch + weights + activations), *forward added* = how far the forward "
         "passes raised it.  What one forward is: HCL / seg = the full blind network with its refiner "
         "(detection + restoration + refiner, random input in [-1, 1]); GDN = mask-given inpainting "
-        "(`GDN.inpaint`: generator + composite; its dense detector only works in training, so it has "
-        "parameters but no MACs); VCNet = MPN + RIN.",
+        "(`GDN.inpaint`: generator + composite; its dense detector runs in `inspect`, not in this "
+        "forward, so it has parameters but no MACs here); VCNet = MPN + RIN.",
         "Modules: HCL *detection* = projection heads + inter-stage maps + cluster classifier, *restoration* = "
         "stem + encoder + bottleneck + decoder (supp. Table 5's restoration figure = restoration + heads + "
         "maps); seg *detection* = its BCE mask heads; *discriminator* = HCL's training-only patch critic "
