@@ -108,3 +108,24 @@ def test_values_beyond_fp16_stay_fp32():
                                   "index": torch.tensor([3])}, fp16=True)
     assert dtype == "float16" and stored["big"].dtype == torch.float32 and stored["big"][0] == 1e6
     assert stored["small"].dtype == torch.float16 and stored["index"].dtype == torch.int64
+
+
+def test_bundled_models_load_by_name_and_match_their_sha256():
+    import inspect as pyinspect
+
+    import blindinpaint
+    from blindinpaint import Restorer
+
+    bundled = {m["name"]: m for m in hub.list_models() if m["source"] == "bundled"}
+    assert {"default", "gdn"} <= set(bundled)
+    total = 0
+    for name in ("default", "gdn"):
+        folder = hub.BUNDLED_DIR / name
+        meta = json.loads((folder / hub.CONFIG_FILE).read_text())
+        assert meta["sha256"][hub.WEIGHTS_FILE] == hub.sha256_file(folder / hub.WEIGHTS_FILE)
+        total += sum(p.stat().st_size for p in folder.iterdir())
+        assert hub.load(name).task == bundled[name]["task"]
+    assert total <= 25 * 2 ** 20                                  # issue 8: <= 25 MB in the package
+    gdn = Restorer.from_pretrained("gdn", device="cpu")
+    assert gdn.can_inspect and not gdn.blind                      # generator + dense detector shipped
+    assert pyinspect.signature(blindinpaint.inpaint).parameters["model"].default == "gdn"

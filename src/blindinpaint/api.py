@@ -601,9 +601,10 @@ def restore(img: ImageInput, mask: Optional[MaskInput] = None, model: Union[str,
     return load_model(model, device).restore(img, mask=mask, **kwargs)
 
 
-def inpaint(img: ImageInput, mask: MaskInput, model: Union[str, os.PathLike] = DEFAULT_MODEL,
+def inpaint(img: ImageInput, mask: MaskInput, model: Union[str, os.PathLike] = DEFAULT_GDN_MODEL,
             device: str = "auto", **kwargs: Any) -> RestoreResult:
-    """``load_model(model, device).inpaint(img, mask, **kwargs)``; mask white / True = fill."""
+    """``load_model(model, device).inpaint(img, mask, **kwargs)``; mask white / True = fill
+    (default: the bundled GDN model, like ``blindinpaint inpaint``)."""
     return load_model(model, device).inpaint(img, mask, **kwargs)
 
 
