@@ -322,7 +322,7 @@ def test_busy_server_answers_503_after_the_timeout(restorer):
 # ----------------------------------------------------------------------------- command line
 def test_cli_defaults_bind_to_localhost_and_missing_models_fail_clearly(tmp_path, monkeypatch, capsys):
     args = build_parser().parse_args(["serve"])
-    assert (args.host, args.port, args.model, args.inpaint_model) == ("127.0.0.1", 7860, "default", None)
+    assert (args.host, args.port, args.model, args.inpaint_model) == ("127.0.0.1", 7860, "default", "gdn")
     monkeypatch.setenv("BLINDINPAINT_HOME", str(tmp_path / "home"))
     monkeypatch.setattr(hub, "BUNDLED_DIR", tmp_path / "bundled")
     monkeypatch.chdir(tmp_path)
@@ -331,3 +331,18 @@ def test_cli_defaults_bind_to_localhost_and_missing_models_fail_clearly(tmp_path
     assert "no bundled 'default' model" in err and "--model" in err
     assert main(["serve", "--model", str(tmp_path / "nope"), "--port", "1"]) == 2
     assert "no model" in capsys.readouterr().err
+
+
+def test_missing_bundled_gdn_only_disables_the_inpainting_endpoints(tmp_path, monkeypatch, caplog):
+    import uvicorn
+
+    monkeypatch.setenv("BLINDINPAINT_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(hub, "BUNDLED_DIR", tmp_path / "bundled")
+    write_export(HCLNet(micro_hcl_config()), "hcl", micro_hcl_config(), tmp_path / "bundled" / "default")
+    started = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: started.append(app))
+    assert main(["serve", "--port", "1", "--device", "cpu"]) == 0     # starts without the bundled gdn
+    server = started[0].state.server
+    assert server.restore.restorer is not None and server.inpaint.restorer is None
+    assert "/api/inpaint and /api/inspect answer 503" in caplog.text
+    assert main(["serve", "--port", "1", "--inpaint-model", str(tmp_path / "nope")]) == 2  # named: an error

@@ -237,8 +237,9 @@ def _add_serve(sub) -> None:
     p.add_argument("--port", type=int, default=7860)
     p.add_argument("--model", default="default",
                    help="blind restoration model (HCL): name, export folder, run directory or checkpoint")
-    p.add_argument("--inpaint-model", default=None, metavar="NAME",
-                   help="GDN model for /api/inpaint and /api/inspect (default: none, they answer 503)")
+    p.add_argument("--inpaint-model", default="gdn", metavar="NAME",
+                   help="GDN model for /api/inpaint and /api/inspect (default: the bundled gdn; "
+                        "if it is missing they answer 503)")
     p.add_argument("--device", default="auto", help="auto|cpu|cuda|cuda:N|mps")
     p.add_argument("--max-upload-mb", type=float, default=25.0, help="largest request body in MB (413 above)")
     p.add_argument("--max-pixels", type=_positive_int, default=16_000_000, metavar="N",

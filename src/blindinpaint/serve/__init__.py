@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import logging
 
+from ..api import DEFAULT_GDN_MODEL
 from ..errors import UserError
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,8 @@ def serve_main(args: argparse.Namespace) -> int:
 
     An explicitly named model that cannot be loaded is an error (exit 2).  The ``default`` model
     missing is an error too unless an inpainting model was loaded: then the server starts and
-    its blind endpoints answer 503 with the reason.
+    its blind endpoints answer 503 with the reason.  The bundled ``gdn`` (the default inpainting
+    model) missing only turns ``/api/inpaint`` and ``/api/inspect`` into 503 answers.
     """
     try:
         import uvicorn
@@ -42,8 +44,10 @@ def serve_main(args: argparse.Namespace) -> int:
     app = create_app(model=args.model, inpaint_model=args.inpaint_model, max_upload_mb=args.max_upload_mb,
                      max_pixels=args.max_pixels, device=args.device)
     server = app.state.server
-    if server.inpaint.error:
+    if server.inpaint.error and args.inpaint_model != DEFAULT_GDN_MODEL:
         raise UserError(f"--inpaint-model {args.inpaint_model}: {server.inpaint.error}")
+    if server.inpaint.error:
+        log.warning("no inpainting model: /api/inpaint and /api/inspect answer 503 (%s)", server.inpaint.error)
     if server.restore.error and (args.model != "default" or server.inpaint.restorer is None):
         raise UserError(server.restore.error)
     if server.restore.error:
