@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Training runs of the CPU-scale replication (issue 7, docs/results.md), one group at a time:
+#
+#   bash benchmarks/replicate_runs.sh GROUP [THREADS]
+#
+# GROUP: main (hcl_tiny, vcnet_cpu, seg_tiny), ablations (HCL without hierarchy / inter-stage
+# consistency / sample selection), depth (1, 2, 4 stages; 3 = main), logo, gdn (CE, BCE, Adv),
+# or tests (the seeded test sets, made once).  Every compared run has the same steps, batch, seed
+# and data order (the config's), so a group's runs are comparable; two runs of a group go side by
+# side with THREADS (default 1) torch threads each on a 2-core machine.  Each run writes
+# runs/rep_<name>/ (git-ignored); runs resume with the same command after an interruption.
+# Evaluation commands: docs/evaluation.md; results and commentary: docs/results.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+group=${1:?usage: replicate_runs.sh GROUP [THREADS]}
+threads=${2:-1}
+photos=data/corpus
+
+run() {  # run NAME CONFIG [OVERRIDE...]: train in the background, resuming when a checkpoint exists
+    local name=$1 config=$2
+    shift 2
+    local out=runs/rep_$name resume=()
+    [ -d "$out/checkpoints" ] && resume=(train.resume=latest)
+    blindinpaint train --config "$config" data.root=$photos train.threads="$threads" train.keep_last=1 \
+        train.out="$out" "${resume[@]}" "$@" > "runs/rep_$name.log" 2>&1 &
+}
+
+case $group in
+    tests)  # 128 px test sets of issue 7 (seen / unseen patterns, unseen source), 0-30 / 30-60 %
+        common=(--images $photos --split test --assets data/assets --buckets 0-30,30-60 --size 128)
+        blindinpaint synth "${common[@]}" --noise-images $photos --noise-split train --patterns image --seed 0 -o runs/bench128/seen
+        blindinpaint synth "${common[@]}" --noise-images $photos --noise-split noise_test --patterns image --seed 1 -o runs/bench128/unseen_source
+        blindinpaint synth "${common[@]}" --patterns constant,single_color,noise,text --seed 2 -o runs/bench128/unseen_patterns
+        blindinpaint synth "${common[@]}" --patterns logo --seed 4 -o runs/bench128/logo
+        ;;
+    main)
+        run hcl_tiny configs/hcl_tiny.yaml
+        run vcnet_cpu configs/vcnet_cpu.yaml
+        wait
+        run seg_tiny configs/seg_tiny.yaml
+        ;;
+    ablations)
+        run no_hierarchy configs/hcl_tiny.yaml model.contrast.hierarchical=false
+        run no_inter_stage configs/hcl_tiny.yaml model.contrast.inter_stage=false
+        wait
+        run no_selection configs/hcl_tiny.yaml model.contrast.sample_selection=false
+        ;;
+    depth)
+        run depth1 configs/hcl_tiny.yaml model.contrast.stages=1
+        run depth2 configs/hcl_tiny.yaml model.contrast.stages=2
+        wait
+        # 4 stages need a 4th encoder stage (one more downsampling): capacity differs from main
+        run depth4 configs/hcl_tiny.yaml model.contrast.stages=4 'model.encoder_depths=[4,2,2,2]' \
+            'model.encoder_heads=[1,2,4,8]' 'model.decoder_depths=[1,2,2,2]'
+        ;;
+    logo)
+        run logo configs/hcl_tiny.yaml 'data.patterns=[logo]' data.assets=data/assets
+        ;;
+    gdn)
+        run gdn_ce configs/gdn_ablation_ce.yaml
+        run gdn_bce configs/gdn_ablation_bce.yaml
+        wait
+        run gdn_adv configs/gdn_ablation_adv.yaml
+        ;;
+    *)
+        echo "unknown group '$group' (tests, main, ablations, depth, logo, gdn)" >&2
+        exit 2
+        ;;
+esac
+wait
