@@ -25,11 +25,12 @@ from torch.utils.data import Dataset
 
 from blindinpaint.cli import main
 from blindinpaint.config import load_config, to_dict
-from blindinpaint.errors import UserError
+from blindinpaint.errors import ConfigError, UserError
 from blindinpaint.train import TASKS, ExperimentConfig, ExportSpec, Task, load_experiment, train
-from blindinpaint.train.checkpoint import latest_checkpoint, load_checkpoint
+from blindinpaint.train.checkpoint import latest_checkpoint, load_checkpoint, seed_all
 from blindinpaint.train.logging import make_grid
-from blindinpaint.train.trainer import StepBatchSampler
+from blindinpaint.train.distributed import DistInfo
+from blindinpaint.train.trainer import StepBatchSampler, Trainer
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
@@ -285,6 +286,61 @@ def test_gan_task_phase_two_freezes_and_fresh_optimisers(tmp_path):
     # fresh Adam for G in phase 2: two steps taken, not five
     assert all(int(s["step"]) == 2 for s in ck["optimizers"]["G"]["state"].values())
     assert any(not torch.equal(critic0[k], v) for k, v in ck["modules"]["critic"].items())
+
+
+RESTART = {"name": "restart", "start": 4, "reinit": ["critic"], "lrs": {"G": 0.001}, "flags": {"train_d": False}}
+
+
+def test_phase_reinit_restores_the_seeded_initialisation_and_resumes_exactly(tmp_path):
+    """A phase's ``reinit`` modules are set back to the Task's own init (seed + phase start)."""
+    phases = [*GAN_PHASES, RESTART]
+    cfg = make_cfg(tmp_path / "straight", "dummy_gan", steps=6, overrides=[f"phases={json.dumps(phases)}"])
+    assert train(cfg) == 0
+    ck = final_state(tmp_path / "straight")
+    seed_all(cfg.train.seed + 4)
+    expected = TinyGANTask(cfg).critic.state_dict()
+    # the critic trained in phase 'adv' and is frozen in 'restart': it must equal a fresh build
+    assert all(torch.equal(ck["modules"]["critic"][k], v) for k, v in expected.items())
+    assert "re-initialised critic" in (tmp_path / "straight" / "train.log").read_text()
+    # resuming before the switch re-initialises exactly as the uninterrupted run did
+    assert train(make_cfg(tmp_path / "resumed", "dummy_gan", steps=3,
+                          overrides=[f"phases={json.dumps(phases)}"])) == 0
+    assert train(make_cfg(tmp_path / "resumed", "dummy_gan", steps=6, resume="latest",
+                          overrides=[f"phases={json.dumps(phases)}"])) == 0
+    assert_same_state(ck, final_state(tmp_path / "resumed"))
+
+
+def test_reinit_of_a_submodule_touches_only_its_weights_and_their_average(tmp_path):
+    phases = [*GAN_PHASES, {**RESTART, "reinit": ["gen.body.3"]}]
+    cfg = make_cfg(tmp_path / "run", "dummy_gan", ema=0.9, overrides=[f"phases={json.dumps(phases)}"])
+    trainer = Trainer(cfg, DistInfo())
+    gen = trainer.task.gen
+    with torch.no_grad():
+        for p in gen.parameters():
+            p.fill_(3.0)
+    for value in trainer.ema.shadow["gen"].values():
+        value.fill_(7.0)
+    trainer._reinit(cfg.phases[2])
+    trainer.log.close()
+    seed_all(cfg.train.seed + 4)
+    fresh = TinyGANTask(cfg).gen.state_dict()
+    for key, value in gen.state_dict().items():
+        if key.startswith("body.3."):
+            assert torch.equal(value, fresh[key]) and torch.equal(trainer.ema.shadow["gen"][key], fresh[key])
+        else:
+            assert (value == 3.0).all() and (trainer.ema.shadow["gen"][key] == 7.0).all(), key
+
+
+@pytest.mark.parametrize("phases, expected", [
+    ([*GAN_PHASES, {**RESTART, "reinit": ["critc"]}], "reinit: 'critc' names no module (the task has critic, gen)"),
+    ([*GAN_PHASES, {**RESTART, "reinit": ["gen.body.9"]}], "reinit: 'gen.body.9' names no module"),
+    ([{**GAN_PHASES[0], "reinit": ["critic"]}], "phases[0].reinit"),
+])
+def test_bad_reinit_paths_fail_before_training(tmp_path, phases, expected):
+    with pytest.raises(ConfigError) as info:
+        train(make_cfg(tmp_path / "run", "dummy_gan", overrides=[f"phases={json.dumps(phases)}"]))
+    assert expected in str(info.value)
+    assert not (tmp_path / "run" / "checkpoints").exists()
 
 
 def test_nan_loss_stops_with_one_line_naming_step_and_key(tmp_path, capsys):

@@ -73,6 +73,9 @@ class PhaseConfig:
     ``loss_weights`` and ``flags`` mean whatever the Task says (it validates the keys);
     ``lrs`` maps optimiser names (see ``Task.OPTIMIZERS``) to learning rates.
     ``fresh_optimizers``: rebuild the optimisers (new Adam moments) when this phase begins.
+    ``reinit``: modules given as dotted paths into the Task's modules (``D``, ``net.refiner``)
+    that are set back to a fresh initialisation when this phase begins (seeded by ``train.seed``
+    and the phase's start, so a resumed run re-initialises exactly like an uninterrupted one).
     """
 
     name: str = "main"
@@ -81,6 +84,7 @@ class PhaseConfig:
     lrs: dict[str, float] = field(default_factory=dict)
     flags: dict[str, Any] = field(default_factory=dict)
     fresh_optimizers: bool = True
+    reinit: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -105,6 +109,8 @@ class ExperimentConfig:
         names = [p.name for p in self.phases]
         if len(set(names)) != len(names):
             raise ConfigError(f"phase names must be unique, got {names}")
+        if self.phases[0].reinit:
+            raise ConfigError("phases[0].reinit: the first phase starts from a fresh initialisation anyway")
 
     def phase_index(self, step: int) -> int:
         """Index of the phase that step ``step`` (0-based) belongs to."""

@@ -28,10 +28,10 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from torch.utils.data._utils.collate import default_collate
 
 from ..config import save_config, to_dict
-from ..errors import UserError
+from ..errors import ConfigError, UserError
 from .checkpoint import (CheckpointManager, load_checkpoint, load_module_state, resolve_resume, rng_state,
                          seed_all, set_rng_state)
-from .config import ExperimentConfig
+from .config import ExperimentConfig, PhaseConfig
 from .distributed import (DistInfo, all_reduce_flag, all_reduce_mean, barrier, cleanup_distributed,
                           gather_objects, init_distributed, wrap_ddp)
 from .engine import NonFiniteLoss, StepEngine
@@ -174,6 +174,16 @@ class _StopFlag:
         return False
 
 
+def resolve_module(modules: dict[str, nn.Module], path: str) -> nn.Module:
+    """``"net.refiner"`` -> ``modules["net"].refiner``; ConfigError naming the path if absent."""
+    head, _, rest = path.partition(".")
+    try:
+        module = modules[head]
+        return module.get_submodule(rest) if rest else module
+    except (KeyError, AttributeError):
+        raise ConfigError(f"reinit: '{path}' names no module (the task has {', '.join(sorted(modules))})") from None
+
+
 # --------------------------------------------------------------------- trainer
 class Trainer:
     """Runs ``cfg`` on this process (one rank under torchrun). Use :func:`train`."""
@@ -199,6 +209,9 @@ class Trainer:
         # Same seed on every rank for the weights (DDP would broadcast rank 0's anyway).
         seed_all(t.seed)
         self.task: Task = task_cls(cfg, info.device)
+        for phase in cfg.phases:  # a typo in a reinit path fails now, not hours later
+            for path in phase.reinit:
+                resolve_module(self.task.modules(), path)
         # The resolved config (model / loss sections with the Task's defaults filled in)
         # goes to RUN/config.yaml and into every checkpoint.
         self.cfg = cfg = dataclasses.replace(cfg, model=section_dict(self.task.model_cfg),
@@ -243,6 +256,8 @@ class Trainer:
     def _enter_phase(self, index: int) -> None:
         phase = self.cfg.phases[index]
         first = self.phase_index < 0
+        if not first and phase.reinit:
+            self._reinit(phase)
         self.task.on_phase(phase)
         new = self.task.optimizers(phase)
         unknown = sorted(set(new) - set(self.task.OPTIMIZERS))
@@ -264,6 +279,23 @@ class Trainer:
         self.phase_index = index
         if not first:
             self.log.info(f"phase '{phase.name}' begins (optimisers: {', '.join(sorted(new))})")
+
+    def _reinit(self, phase: PhaseConfig) -> None:
+        """Copy a freshly built Task's weights into the modules named by ``phase.reinit``
+        (the Task's own initialisation code, seeded by train.seed + phase start; RNG streams kept)."""
+        with preserved_rng():
+            seed_all(self.cfg.train.seed + phase.start)
+            fresh = type(self.task)(self.cfg, self.info.device)
+        for path in phase.reinit:
+            target = resolve_module(self.task.modules(), path)
+            target.load_state_dict(resolve_module(fresh.modules(), path).state_dict())
+            head, _, rest = path.partition(".")
+            if self.ema is not None and head in self.ema.shadow:  # restart the average of these weights only
+                prefix = f"{rest}." if rest else ""
+                for key, value in self.task.modules()[head].state_dict().items():
+                    if key.startswith(prefix):
+                        self.ema.shadow[head][key].copy_(value)
+        self.log.info(f"phase '{phase.name}': re-initialised {', '.join(phase.reinit)}")
 
     # ---------------------------------------------------------------- resume
     def _restore(self, ckpt: dict, path: Path) -> None:
