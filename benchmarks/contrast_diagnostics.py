@@ -42,7 +42,6 @@ def main(argv: list[str] | None = None) -> int:
     from blindinpaint.data.dataset import DataConfig, build_dataset
     from blindinpaint.models.contrast import (_gather_rows, circle_loss, contrastive_loss, pool_ground_truth,
                                               stage_queries)
-    from blindinpaint.models.registry import MODELS
     from blindinpaint.padding import pad_to_multiple
 
     torch.set_num_threads(args.threads)
@@ -50,9 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     if loaded.task != "hcl":
         print(f"error: {args.model} is a '{loaded.task}' model; this script diagnoses HCL models", file=sys.stderr)
         return 2
-    net = MODELS["hcl"](loaded.model_config)
-    net.load_state_dict(loaded.state_dict, strict=False)  # exports may lack the refiner
-    net.eval()
+    net = hub.build_model(loaded)
     data = dict(read_yaml(args.config)["data"], split=args.split)
     dataset = build_dataset(from_dict(DataConfig, data), train=False, seed=args.seed, length=args.count)
     batch = torch.utils.data.default_collate([dataset[i] for i in range(len(dataset))])

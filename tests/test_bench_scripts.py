@@ -14,12 +14,14 @@ import torch
 from blindinpaint.models.hcl import HCLNet
 from blindinpaint.profile import count_parameters, load_for_profile
 
-from helpers import micro_hcl_config, write_photos
+from helpers import make_gdn_export, make_hcl_export, micro_hcl_config, tiny_run_cfg, write_photos
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import bench_configs  # noqa: E402
 import bench_hierarchy  # noqa: E402
+import no_corruption_scores  # noqa: E402
+import refiner_gradient_balance  # noqa: E402
 from doc_section import replace_section  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # fixture in conftest.py
@@ -131,3 +133,44 @@ def test_full_mode_reclusters_everything_and_hierarchy_less(corpus):
         "load_before": 0.0, "load_after": 0.0, "model": "micro", "split": "test", "corpus": "c", "size": 64,
         "patterns": "noise", "buckets": "30-60", "noise": "n", "seed": 0, "repeats": 2})
     assert text.count("| S") == 3 and "| hierarchical |" in text and "| full |" in text
+
+
+# ----------------------------------------------------------------------------- no_corruption_scores
+def test_no_corruption_scores_table_and_wrong_model(corpus, tmp_path, capsys):
+    export = make_hcl_export(tmp_path / "hcl")
+    args = ["--model", str(export), "--photos", str(corpus), "--split", "test", "--size", "64", "--threads", "1"]
+    assert no_corruption_scores.main(args) == 0
+    rows = [line.split("|")[1:-1] for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
+    table = {r[0].strip(): [c.strip() for c in r[1:]] for r in rows[1:]}
+    assert set(table) == {"centre_cosine", "classifier_min_valid", "classifier_small_margin"}
+    for clean_mean, cor_mean, auroc, counts in table.values():
+        assert 0.0 <= float(auroc) <= 1.0 and counts.startswith("15 / ")   # 3 photos x 5 crops
+    assert float(table["classifier_small_margin"][0]) <= 0 and -1 <= float(table["centre_cosine"][0]) <= 1
+    gdn = make_gdn_export(tmp_path / "gdn")
+    assert no_corruption_scores.main(["--model", str(gdn), "--photos", str(corpus), "--split", "test"]) == 2
+    assert "'gdn' model" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- refiner_gradient_balance
+def test_refiner_gradient_balance_scales_with_the_adversarial_weight(tmp_path, capsys):
+    from blindinpaint.train import train
+
+    photos = write_photos(tmp_path / "photos")
+    phases = ("phases=[{name: p1, start: 0, flags: {gt_masks: true, train_refiner: false}, loss_weights: {adv: 0}}, "
+              "{name: p2, start: 1, flags: {gt_masks: false, train_refiner: true}, loss_weights: {adv: 1.0}}, "
+              "{name: weak, start: 2, flags: {gt_masks: false, train_refiner: true}, loss_weights: {adv: 0.001}}]")
+    micro = ["model.dim=8", "model.encoder_depths=[1,1,1]", "model.encoder_heads=[1,1,2]", "model.bottleneck_depth=1",
+             "model.bottleneck_heads=2", "model.decoder_depths=[1,1,1]", "model.window=4", "model.refiner_width=8",
+             "model.refiner_levels=2", "loss.perceptual=none"]
+    assert train(tiny_run_cfg("hcl", "hcl_tiny", tmp_path / "run", photos, 2, "", [*micro, phases])) == 0
+    ckpt = str(next((tmp_path / "run" / "checkpoints").glob("step_*.pt")))
+    norms = {}
+    for phase in ("p2", "weak"):
+        assert refiner_gradient_balance.main(["--checkpoint", ckpt, "--phase", phase, "--count", "2",
+                                              "--threads", "1"]) == 0
+        lines = [line.split() for line in capsys.readouterr().out.splitlines() if line.startswith(("adv_g", "pixel"))]
+        norms[phase] = {row[0]: float(row[-1]) for row in lines}
+    assert norms["p2"]["adv_g"] == pytest.approx(1000 * norms["weak"]["adv_g"], rel=1e-4)
+    assert norms["p2"]["pixel_refined"] == pytest.approx(norms["weak"]["pixel_refined"], rel=1e-6)
+    assert refiner_gradient_balance.main(["--checkpoint", ckpt, "--phase", "p1"]) == 2
+    assert "does not train the refiner" in capsys.readouterr().err

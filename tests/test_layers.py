@@ -280,3 +280,18 @@ def test_permute_tokens_and_linear_match_the_plain_ops():
     want = torch.autograd.grad(layer(x), [x, layer.weight, layer.bias], torch.ones_like(y))
     assert torch.allclose(y, layer(x), atol=1e-6)
     assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(got, want))
+
+
+def test_index_caches_filled_under_inference_mode_still_serve_training():
+    """Profiling or serving (inference mode) first, then a training step at the same size."""
+    from blindinpaint.models.hcl import HCLNet
+    from helpers import micro_hcl_config
+
+    torch.manual_seed(0)
+    net = HCLNet(micro_hcl_config())
+    image = torch.rand(1, 3, 40, 44) * 2 - 1   # a size no other test uses: the caches start cold
+    with torch.inference_mode():
+        net.eval()(image)
+    out = net.train()(image)
+    out.rec.mean().backward()   # raised "Inference tensors cannot be saved for backward" before
+    assert all(p.grad is not None for p in net.encoder.parameters())

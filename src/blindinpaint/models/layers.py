@@ -62,7 +62,20 @@ def window_reverse(windows: torch.Tensor, window: int, height: int, width: int) 
     return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, height, width, c)
 
 
-@functools.lru_cache(maxsize=16)
+def _tensor_cache(maxsize: int):
+    """``functools.lru_cache`` for index / mask tensors, built outside inference mode: a cache filled
+    under ``torch.inference_mode`` (profiling, serving) must still serve a later training step."""
+    def wrap(fn):
+        @functools.lru_cache(maxsize=maxsize)
+        @functools.wraps(fn)
+        def cached(*args, **kwargs):
+            with torch.inference_mode(False):
+                return fn(*args, **kwargs)
+        return cached
+    return wrap
+
+
+@_tensor_cache(16)
 def relative_position_index(window: int) -> torch.Tensor:
     """``window^2 x window^2`` long tensor indexing a ``(2w-1)^2`` bias table (Swin)."""
     coords = torch.stack(torch.meshgrid(torch.arange(window), torch.arange(window), indexing="ij")).flatten(1)
@@ -90,7 +103,7 @@ def _region_ids(height: int, width: int, window: int, shift_h: int, shift_w: int
     return window_partition(region, window).squeeze(-1), label
 
 
-@functools.lru_cache(maxsize=64)
+@_tensor_cache(64)
 def shifted_window_regions(height: int, width: int, window: int, shift_h: int, shift_w: int,
                            device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """Seam masks of shifted windows on an ``height x width`` map (multiples of ``window``), dense.
@@ -108,7 +121,7 @@ def shifted_window_regions(height: int, width: int, window: int, shift_h: int, s
     return bias.to(device), same.to(device)
 
 
-@functools.lru_cache(maxsize=64)
+@_tensor_cache(64)
 def shifted_window_seams(height: int, width: int, window: int, shift_h: int, shift_w: int,
                          device: torch.device) -> tuple[torch.Tensor, int, torch.Tensor, torch.Tensor]:
     """Compact form of :func:`shifted_window_regions` for the blocks (cached per size and device).
@@ -129,7 +142,7 @@ def shifted_window_seams(height: int, width: int, window: int, shift_h: int, shi
     return ids.to(device), labels, seam_windows.to(device), bias.unsqueeze(1).to(device)
 
 
-@functools.lru_cache(maxsize=64)
+@_tensor_cache(64)
 def window_gather_index(height: int, width: int, window: int, shift_h: int, shift_w: int,
                         device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """Flat positions for cyclic shift + window partition of a ``height x width`` map.
