@@ -30,6 +30,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
 
+    from blindinpaint.errors import UserError
+
+    try:
+        return run(args)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def run(args: argparse.Namespace) -> int:
     import torch
 
     from blindinpaint import hub
@@ -39,15 +49,10 @@ def main(argv: list[str] | None = None) -> int:
     from blindinpaint.errors import UserError
 
     torch.set_num_threads(args.threads)
-    try:
-        loaded = hub.load(args.model)
-        paths = resolve_photos(args.photos, args.split, lenient_split=True)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    loaded = hub.load(args.model)
     if loaded.task != "hcl":
-        print(f"error: {args.model} is a '{loaded.task}' model; this script needs an HCL model", file=sys.stderr)
-        return 2
+        raise UserError(f"{args.model} is a '{loaded.task}' model; this script needs an HCL model")
+    paths = resolve_photos(args.photos, args.split, lenient_split=True)
     net = hub.build_model(loaded)
 
     @torch.no_grad()

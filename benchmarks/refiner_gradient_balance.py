@@ -27,43 +27,45 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
 
+    from blindinpaint.errors import UserError
+
+    try:
+        return run(args)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def run(args: argparse.Namespace) -> int:
     import torch
 
     from blindinpaint.config import load_config
     from blindinpaint.errors import UserError
     from blindinpaint.models.hcl import GatedUNetRefiner
-    from blindinpaint.train.checkpoint import load_checkpoint
+    from blindinpaint.train.checkpoint import load_checkpoint, load_module_state
     from blindinpaint.train.config import ExperimentConfig
     from blindinpaint.train.hcl_task import HCLTask, to_model_range
 
     torch.set_num_threads(args.threads)
-    try:
-        ckpt = load_checkpoint(args.checkpoint)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    ckpt = load_checkpoint(args.checkpoint)
     if ckpt["task"] != "hcl":
-        print(f"error: {args.checkpoint} is a '{ckpt['task']}' checkpoint; this script needs an HCL run",
-              file=sys.stderr)
-        return 2
+        raise UserError(f"{args.checkpoint} is a '{ckpt['task']}' checkpoint; this script needs an HCL run")
     cfg = load_config(ExperimentConfig, None, None, base=ckpt["config"])
     phases = {p.name: p for p in cfg.phases}
     name = args.phase or ckpt["phase"]
     if name not in phases:
-        print(f"error: no phase '{name}' (the config has {', '.join(phases)})", file=sys.stderr)
-        return 2
+        raise UserError(f"no phase '{name}' (the config has {', '.join(phases)})")
     task = HCLTask(cfg, "cpu")
     for key, module in task.modules().items():
-        module.load_state_dict(ckpt["modules"][key])
+        load_module_state(module, ckpt["modules"][key], key, args.checkpoint)
     if args.fresh_refiner:
         torch.manual_seed(0)
-        m = task.model_cfg
+        m = task.model_cfg  # the refiner alone, seeded (the numbers in docs/training.md)
         task.net.refiner.load_state_dict(GatedUNetRefiner(m.refiner_width, m.refiner_levels, m.refiner_max_channels,
                                                           m.refiner_mid_blocks).state_dict())
     task.on_phase(phases[name])
     if not task.trains_refiner():
-        print(f"error: phase '{name}' does not train the refiner", file=sys.stderr)
-        return 2
+        raise UserError(f"phase '{name}' does not train the refiner")
     dataset = task.build_dataset("val", seed=0, length=args.count)
     batch = torch.utils.data.default_collate([dataset[i] for i in range(len(dataset))])
     batch = {k: v for k, v in batch.items() if isinstance(v, torch.Tensor)}
@@ -82,7 +84,6 @@ def main(argv: list[str] | None = None) -> int:
         norm = grad.flatten(1).norm(dim=1).mean().item()
         print(f"{key:<16}{weight:>10.3g}{float(terms[key].detach()):>12.4g}{norm:>22.4g}")
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

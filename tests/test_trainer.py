@@ -293,8 +293,8 @@ RESTART = {"name": "restart", "start": 4, "reinit": ["critic"], "lrs": {"G": 0.0
 
 def test_phase_reinit_restores_the_seeded_initialisation_and_resumes_exactly(tmp_path):
     """A phase's ``reinit`` modules are set back to the Task's own init (seed + phase start)."""
-    phases = [*GAN_PHASES, RESTART]
-    cfg = make_cfg(tmp_path / "straight", "dummy_gan", steps=6, overrides=[f"phases={json.dumps(phases)}"])
+    over = [f"phases={json.dumps([*GAN_PHASES, RESTART])}"]
+    cfg = make_cfg(tmp_path / "straight", "dummy_gan", steps=6, overrides=over)
     assert train(cfg) == 0
     ck = final_state(tmp_path / "straight")
     seed_all(cfg.train.seed + 4)
@@ -303,10 +303,8 @@ def test_phase_reinit_restores_the_seeded_initialisation_and_resumes_exactly(tmp
     assert all(torch.equal(ck["modules"]["critic"][k], v) for k, v in expected.items())
     assert "re-initialised critic" in (tmp_path / "straight" / "train.log").read_text()
     # resuming before the switch re-initialises exactly as the uninterrupted run did
-    assert train(make_cfg(tmp_path / "resumed", "dummy_gan", steps=3,
-                          overrides=[f"phases={json.dumps(phases)}"])) == 0
-    assert train(make_cfg(tmp_path / "resumed", "dummy_gan", steps=6, resume="latest",
-                          overrides=[f"phases={json.dumps(phases)}"])) == 0
+    assert train(make_cfg(tmp_path / "resumed", "dummy_gan", steps=3, overrides=over)) == 0
+    assert train(make_cfg(tmp_path / "resumed", "dummy_gan", steps=6, resume="latest", overrides=over)) == 0
     assert_same_state(ck, final_state(tmp_path / "resumed"))
 
 
