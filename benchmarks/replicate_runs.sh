@@ -32,11 +32,18 @@ case $group in
         blindinpaint synth "${common[@]}" --noise-images $photos --noise-split noise_test --patterns image --seed 1 -o runs/bench128/unseen_source
         blindinpaint synth "${common[@]}" --patterns constant,single_color,noise,text --seed 2 -o runs/bench128/unseen_patterns
         blindinpaint synth "${common[@]}" --patterns logo --seed 4 -o runs/bench128/logo
+        blindinpaint synth "${common[@]}" --noise-images $photos --noise-split train --patterns image --bidirectional \
+            --seed 5 -o runs/bench128/bidirectional
+        # the corpus's test photos as a plain folder (evaluate --clean: false-positive rate)
+        python -c "import json, os, sys; root = os.path.abspath(sys.argv[1]); os.makedirs('runs/clean_test', exist_ok=True)
+for p in json.load(open(os.path.join(root, 'manifest.json')))['photos']:
+    link = os.path.join('runs/clean_test', os.path.basename(p['file']))
+    if p['split'] == 'test' and not os.path.lexists(link): os.symlink(os.path.join(root, p['file']), link)" $photos
         ;;
-    main)
+    main)  # VCNet finishes first (fewer FLOPs): seg_tiny takes its core as soon as it is free
         run hcl_tiny configs/hcl_tiny.yaml
         run vcnet_cpu configs/vcnet_cpu.yaml
-        wait
+        wait $!
         run seg_tiny configs/seg_tiny.yaml
         ;;
     ablations)

@@ -417,3 +417,45 @@ def test_bidirectional_targets_get_their_own_block(bench, tmp_path, monkeypatch)
     assert results["benches"][0]["patterns"] == ["image", "constant", "image_inv"]
     assert _record(results["detection"], pattern="image_inv", bucket="all", part="final")["n_images"] == 1
     assert _record(results["detection"], pattern="image", bucket="all", part="final")["n_images"] == 1
+
+
+class RecordingDouble(TrueMaskDouble):
+    """TrueMaskDouble that records the mask each restoration used."""
+
+    name = "recording"
+
+    def __init__(self):
+        self.used = []
+
+    def predict(self, corrupted, given_hole=None):
+        self.used.append(None if given_hole is None else given_hole.clone())
+        return super().predict(corrupted, given_hole)
+
+
+def test_inverted_targets_restore_with_the_inverted_detection(bench, tmp_path, monkeypatch):
+    """Main Fig. 6: on an inverted-mask target (true hole = everything but the pasted region) a
+    detector's own mask is inverted both for scoring and for the restoration."""
+    import shutil
+
+    _no_weights(monkeypatch)
+    copy = tmp_path / "bidi"
+    shutil.copytree(bench, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    entry = manifest["entries"][1]
+    mask_path = copy / f"{entry['id']}_mask.png"
+    pasted = np.asarray(Image.open(mask_path)) > 127
+    Image.fromarray((~pasted).astype(np.uint8) * 255).save(mask_path)
+    entry["meta"] = {"bidirectional": True}
+    entry["hole_ratio"] = float((~pasted).mean())
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+
+    model = RecordingDouble()
+    results = E.evaluate([model], [copy], None, batch_size=4, progress=False)
+    inv = _record(results["detection"], pattern="image_inv", bucket="all", part="final")
+    assert inv["hole/iou/per_image"] == pytest.approx(1.0)   # not 0: the detection was inverted
+    assert inv["n_images"] == 1
+    assert _record(results["detection"], pattern="image", bucket="all", part="final")["hole/iou/per_image"] \
+        == pytest.approx(1.0)
+    given = [g for g in model.used if g is not None]
+    assert len(given) == 1 and given[0].shape[0] == 1        # the inverted sample had its own batch
+    assert torch.equal(given[0][0, 0].bool(), torch.from_numpy(~pasted))

@@ -18,6 +18,9 @@ folders made by ``blindinpaint synth`` and measures (SPEC section 7):
 
 Mask-given mode (``given_mask``): ``"true"`` feeds every model the true mask, a Predictor
 feeds its predicted mask (main Table 2 idea); detectors still report their own detection.
+Inverted-mask targets of a bidirectional bench (``synth --bidirectional``, main Fig. 6) are scored
+against the inverted true mask, so a detector's mask is inverted there and, without a given mask,
+it restores with that inverted mask (the pasted photo is restored).
 
 Outputs (``out``): ``results.json`` (the source of truth; :func:`render_tables` renders it),
 ``results.csv`` (one row per number), ``per_image.csv``, ``tables.md`` (main Tables 1, 3, 4
@@ -36,7 +39,7 @@ import sys
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Optional, Union
 
@@ -264,20 +267,26 @@ def _load_batch(samples) -> tuple[Tensor, Tensor, Tensor, list[dict]]:
     return corrupted, gt, true_hole, infos
 
 
+def _is_inverted(sample) -> bool:
+    """An inverted-mask target of a bidirectional bench (the pasted photo is the ground truth)."""
+    return bool((sample.meta or {}).get("bidirectional"))
+
+
 def _batches(samples: list, batch_size: int) -> list[list]:
-    """Consecutive samples of equal image size, at most ``batch_size`` per batch (manifest order)."""
+    """Consecutive samples of equal image size and kind (inverted-mask target or not), at most
+    ``batch_size`` per batch (manifest order)."""
     from PIL import Image
 
     out: list[list] = []
-    last_size = None
+    last_key = None
     for sample in samples:
         with Image.open(sample.input_path) as im:
-            size = im.size
-        if out and size == last_size and len(out[-1]) < batch_size:
+            key = (im.size, _is_inverted(sample))
+        if out and key == last_key and len(out[-1]) < batch_size:
             out[-1].append(sample)
         else:
             out.append([sample])
-        last_size = size
+        last_key = key
     return out
 
 
@@ -295,6 +304,23 @@ def _run_predictor(model: Predictor, corrupted: Tensor, given_hole: Optional[Ten
     given = None if given_hole is None else given_hole.to(device)
     with torch.no_grad():
         return _to_cpu(model.predict(corrupted.to(device), given))
+
+
+def _run_inverted(model: Predictor, corrupted: Tensor, given_hole: Optional[Tensor]) -> Prediction:
+    """An inverted-mask target of a bidirectional bench (main Sec. 4.3.1, Fig. 6): the pasted photo
+    is kept and its surroundings are the hole.  Without ``given_hole`` a detecting model restores
+    with its inverted detected mask.  A detecting model's detection is reported inverted
+    (``1 - hole``), the convention of the inverted true mask it is scored against."""
+    if not model.detects:
+        return _run_predictor(model, corrupted, given_hole)
+    own = _run_predictor(model, corrupted, None)
+    pred = _run_predictor(model, corrupted, 1.0 - own.hole if given_hole is None else given_hole)
+
+    def flip(x: Optional[Tensor]) -> Optional[Tensor]:
+        return None if x is None else 1.0 - x
+
+    return replace(pred, hole=flip(own.hole), prob_hole=flip(own.prob_hole),
+                   stage_holes=[1.0 - h for h in own.stage_holes], stage_probs=[1.0 - p for p in own.stage_probs])
 
 
 def _resolve_optional_metrics(fid_extractor, lpips) -> tuple[Optional[Extractor], str, Optional[LpipsFn], str]:
@@ -399,16 +425,19 @@ def evaluate(
             for batch in _batches(samples, batch_size):
                 corrupted, gt, true_hole, infos = _load_batch(batch)
                 groups = acc.groups([i["pattern"] for i in infos], [i["bucket"] for i in infos])
+                inverted = _is_inverted(batch[0])
                 given = None
                 if mask_mode == "true":
-                    given = true_hole
+                    given = true_hole  # already the inverted mask on an inverted-mask target
                 elif mask_model is not None:
                     given = _run_predictor(mask_model, corrupted, None).hole
+                    given = 1.0 - given if inverted else given
                 real_features = (fid_fn(gt).reshape(gt.shape[0], -1).double().cpu()
                                  if fid_fn is not None else None)
                 for model, name in zip(models, names):
                     start = time.perf_counter()
-                    pred = _run_predictor(model, corrupted, given)
+                    pred = (_run_inverted(model, corrupted, given) if inverted
+                            else _run_predictor(model, corrupted, given))
                     timing[name] += time.perf_counter() - start
                     acc.add(name, bench, infos, groups, corrupted, gt, true_hole, pred, real_features)
                 bar.update(len(batch))
