@@ -6,8 +6,9 @@
 # GROUP: main (hcl_tiny, vcnet_cpu, seg_tiny), ablations (HCL without hierarchy / inter-stage
 # consistency / sample selection), depth (1, 2, 4 stages; 3 = main), logo, gdn (CE, BCE, Adv),
 # or tests (the seeded test sets, made once).  Every compared run has the same steps, batch, seed
-# and data order (the config's), so a group's runs are comparable; two runs of a group go side by
-# side with THREADS (default 1) torch threads each on a 2-core machine.  Each run writes
+# and data order (the config's), so a group's runs are comparable.  The runs of a group go side by
+# side with THREADS (default 1) torch threads each, so their wall-clock times are busy-machine
+# figures (idle images/s: docs/results.md, "Budgets and speed").  Each run writes
 # runs/rep_<name>/ (git-ignored); runs resume with the same command after an interruption.
 # Evaluation commands: docs/evaluation.md; results and commentary: docs/results.md.
 set -euo pipefail
@@ -40,22 +41,19 @@ for p in json.load(open(os.path.join(root, 'manifest.json')))['photos']:
     link = os.path.join('runs/clean_test', os.path.basename(p['file']))
     if p['split'] == 'test' and not os.path.lexists(link): os.symlink(os.path.join(root, p['file']), link)" $photos
         ;;
-    main)  # VCNet finishes first (fewer FLOPs): seg_tiny takes its core as soon as it is free
+    main)  # all three at once (~2 h on 2 cores): one after another would not fit a session
         run hcl_tiny configs/hcl_tiny.yaml
         run vcnet_cpu configs/vcnet_cpu.yaml
-        wait $!
         run seg_tiny configs/seg_tiny.yaml
         ;;
     ablations)
         run no_hierarchy configs/hcl_tiny.yaml model.contrast.hierarchical=false
         run no_inter_stage configs/hcl_tiny.yaml model.contrast.inter_stage=false
-        wait
         run no_selection configs/hcl_tiny.yaml model.contrast.sample_selection=false
         ;;
     depth)
         run depth1 configs/hcl_tiny.yaml model.contrast.stages=1
         run depth2 configs/hcl_tiny.yaml model.contrast.stages=2
-        wait
         # 4 stages need a 4th encoder stage (one more downsampling): capacity differs from main
         run depth4 configs/hcl_tiny.yaml model.contrast.stages=4 'model.encoder_depths=[4,2,2,2]' \
             'model.encoder_heads=[1,2,4,8]' 'model.decoder_depths=[1,2,2,2]'
@@ -66,7 +64,6 @@ for p in json.load(open(os.path.join(root, 'manifest.json')))['photos']:
     gdn)
         run gdn_ce configs/gdn_ablation_ce.yaml
         run gdn_bce configs/gdn_ablation_bce.yaml
-        wait
         run gdn_adv configs/gdn_ablation_adv.yaml
         ;;
     *)
