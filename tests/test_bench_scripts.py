@@ -21,6 +21,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import bench_configs  # noqa: E402
 import bench_hierarchy  # noqa: E402
 import no_corruption_scores  # noqa: E402
+import pick_grid  # noqa: E402
 import refiner_gradient_balance  # noqa: E402
 from doc_section import replace_section  # noqa: E402
 
@@ -174,3 +175,35 @@ def test_refiner_gradient_balance_scales_with_the_adversarial_weight(tmp_path, c
     assert norms["p2"]["pixel_refined"] == pytest.approx(norms["weak"]["pixel_refined"], rel=1e-6)
     assert refiner_gradient_balance.main(["--checkpoint", ckpt, "--phase", "p1"]) == 2
     assert "does not train the refiner" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- pick_grid
+def test_pick_grid_shows_the_best_and_worst_samples_best_first(corpus, tmp_path, capsys):
+    import csv
+
+    from PIL import Image
+
+    from blindinpaint import evaluate as E
+    from blindinpaint.data.bench import synth
+    from blindinpaint.data.masks import parse_buckets
+    from blindinpaint.predictors import load_predictor
+
+    bench = tmp_path / "bench"
+    synth(str(corpus), str(bench), ["constant"], parse_buckets("0-30,30-60"), per_image=2, size=32, seed=0,
+          split="test", progress=False)                                          # 3 photos x 2 buckets x 2
+    export = make_hcl_export(tmp_path / "hcl")
+    E.evaluate([load_predictor(str(export))], [bench], tmp_path / "eval", fid_extractor=None, lpips=None,
+               progress=False)
+    ranked = pick_grid.ranked_ids(tmp_path / "eval" / "per_image.csv", "bench", "constant", "hcl", "composite/psnr")
+    with open(tmp_path / "eval" / "per_image.csv", newline="") as f:
+        psnr = {r["id"]: float(r["composite/psnr"]) for r in csv.DictReader(f)}
+    assert len(ranked) == 12 and [psnr[i] for i in ranked] == sorted(psnr.values(), reverse=True)
+
+    out = tmp_path / "grid.png"
+    args = ["--eval", str(tmp_path / "eval"), "--bench", "bench", "--pattern", "constant", "--rank-by", "hcl",
+            "--metric", "composite/psnr", "--model", str(export), "--rows", "2", "-o", str(out)]
+    assert pick_grid.main(args) == 0
+    with Image.open(out) as grid, Image.open(tmp_path / "eval" / "grid_constant.png") as three_rows:
+        assert (grid.height - 30) * 3 == (three_rows.height - 30) * 4                # 4 rows vs evaluate's 3
+    assert pick_grid.main([*args[:-8], "--metric", "no_such", *args[-6:]]) == 2
+    assert "no column 'no_such'" in capsys.readouterr().err

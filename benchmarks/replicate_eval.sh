@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Evaluation of the CPU-scale replication (issue 7, docs/results.md), after
+# `bash benchmarks/replicate_runs.sh tests` and the training group of the same name:
+#
+#   bash benchmarks/replicate_eval.sh GROUP [THREADS]
+#
+# GROUP: main (experiments 1, 2, 5, 6: detection, restoration, GDN fed HCL's / the true mask,
+# bidirectional targets, clean photos before / after calibration).  Exports go to
+# runs/rep_exports/<name>, results to runs/rep_eval/<experiment>/ (tables.md, results.json, grids).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+group=${1:?usage: replicate_eval.sh GROUP [THREADS]}
+threads=${2:-2}
+photos=data/corpus
+benches=(--bench runs/bench128/seen --bench runs/bench128/unseen_source --bench runs/bench128/unseen_patterns)
+
+export_run() {  # export_run NAME: the run's final checkpoint -> runs/rep_exports/NAME
+    blindinpaint export "runs/rep_$1" --checkpoint latest -o "runs/rep_exports/$1"
+}
+
+evaluate() {  # evaluate OUT ARGS...: one `blindinpaint evaluate` into runs/rep_eval/OUT
+    local out=$1
+    shift
+    blindinpaint evaluate --threads "$threads" "$@" -o "runs/rep_eval/$out"
+}
+
+case $group in
+    main)
+        for name in hcl_tiny vcnet_cpu seg_tiny; do export_run $name; done
+        models=(--model runs/rep_exports/hcl_tiny --model runs/rep_exports/vcnet_cpu --model runs/rep_exports/seg_tiny)
+        # 1, 2 and 6 (before calibration): own detection, restoration, clean test photos
+        evaluate main "${models[@]}" "${benches[@]}" --clean runs/clean_test --clean-size 128
+        # 2: every restorer (and GDN) fed the true mask, and GDN fed HCL's predicted mask
+        evaluate true_mask "${models[@]}" --model gdn --given-mask true "${benches[@]}"
+        evaluate gdn_hcl_mask --model gdn --given-mask runs/rep_exports/hcl_tiny "${benches[@]}"
+        # 5: bidirectional targets (the pasted photo restored with the inverted mask)
+        evaluate bidirectional "${models[@]}" --bench runs/bench128/bidirectional
+        # 6: the no-corruption threshold of hcl_tiny calibrated on the validation photos, then re-measured
+        rm -rf runs/rep_exports/hcl_tiny_calibrated
+        cp -r runs/rep_exports/hcl_tiny runs/rep_exports/hcl_tiny_calibrated
+        mkdir -p runs/rep_eval
+        blindinpaint calibrate runs/rep_exports/hcl_tiny_calibrated --photos $photos --split val --size 128 \
+            --patterns image,constant,single_color,noise,text --assets data/assets --threads "$threads" --write \
+            | tee runs/rep_eval/calibration_hcl_tiny.txt
+        evaluate calibrated --model runs/rep_exports/hcl_tiny --model runs/rep_exports/hcl_tiny_calibrated \
+            "${benches[@]}" --clean runs/clean_test --clean-size 128
+        ;;
+    *)
+        echo "unknown group '$group' (main)" >&2
+        exit 2
+        ;;
+esac
