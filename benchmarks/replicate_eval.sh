@@ -5,7 +5,9 @@
 #   bash benchmarks/replicate_eval.sh GROUP [THREADS]
 #
 # GROUP: main (experiments 1, 2, 5, 6: detection, restoration, GDN fed HCL's / the true mask,
-# bidirectional targets, clean photos before / after calibration).  Exports go to
+# bidirectional targets, clean photos before / after calibration); speed-main (idle-machine
+# images/s of the main group's models with THREADS threads: 30 phase-1 steps from scratch and 30
+# phase-2 steps resumed from the final checkpoint; run it on an otherwise idle machine).  Exports go to
 # runs/rep_exports/<name>, results to runs/rep_eval/<experiment>/ (tables.md, results.json, grids).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -45,8 +47,20 @@ case $group in
         evaluate calibrated --model runs/rep_exports/hcl_tiny --model runs/rep_exports/hcl_tiny_calibrated \
             "${benches[@]}" --clean runs/clean_test --clean-size 128
         ;;
+    speed-main)
+        for name in hcl_tiny vcnet_cpu seg_tiny; do
+            quiet=(data.root=$photos train.threads="$threads" train.val_every=100000 train.grid_every=100000
+                   train.ckpt_every=100000 train.log_every=10)
+            rm -rf "/tmp/speed_${name}_p1" "/tmp/speed_${name}_p2"
+            blindinpaint train --config "configs/$name.yaml" "${quiet[@]}" train.steps=30 \
+                train.out="/tmp/speed_${name}_p1" 2>&1 | grep -o "step 30/.*img/s" | sed "s/^/$name phase 1: /"
+            blindinpaint train --config "configs/$name.yaml" "${quiet[@]}" train.steps=1530 \
+                train.resume="runs/rep_$name/checkpoints/step_00001500.pt" train.out="/tmp/speed_${name}_p2" \
+                2>&1 | grep -o "step 1530/.*img/s" | sed "s/^/$name phase 2: /"
+        done
+        ;;
     *)
-        echo "unknown group '$group' (main)" >&2
+        echo "unknown group '$group' (main, speed-main)" >&2
         exit 2
         ;;
 esac
