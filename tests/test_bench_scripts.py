@@ -22,6 +22,7 @@ import bench_configs  # noqa: E402
 import bench_hierarchy  # noqa: E402
 import no_corruption_scores  # noqa: E402
 import pick_grid  # noqa: E402
+import summarise_eval  # noqa: E402
 import refiner_gradient_balance  # noqa: E402
 from doc_section import replace_section  # noqa: E402
 
@@ -207,3 +208,30 @@ def test_pick_grid_shows_the_best_and_worst_samples_best_first(corpus, tmp_path,
         assert (grid.height - 30) * 3 == (three_rows.height - 30) * 4                # 4 rows vs evaluate's 3
     assert pick_grid.main([*args[:-8], "--metric", "no_such", *args[-6:]]) == 2
     assert "no column 'no_such'" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- summarise_eval
+def _results_file(path: Path, method: str, iou: float, bce: float) -> Path:
+    records = [{"method": method, "bench": "seen", "pattern": "image", "bucket": b, "part": "final",
+                "metrics": {"hole/iou/per_image": iou + k / 10, "bce/per_image": bce}} for k, b in enumerate(["0-30", "all"])]
+    clean = [{"method": method, "bench": "clean:photos", "pattern": "clean", "bucket": "all", "part": "final",
+              "metrics": {"fpr/per_image": bce / 10, "n_images": 4.0}}]
+    path.write_text(json.dumps({"detection": records, "restoration": [], "clean": clean}))
+    return path
+
+
+def test_summarise_eval_merges_files_and_marks_the_best_per_direction(tmp_path, capsys):
+    a = _results_file(tmp_path / "a.json", "hcl", iou=0.5, bce=0.9)
+    b = _results_file(tmp_path / "b.json", "vcnet", iou=0.3, bce=0.4)
+    assert summarise_eval.main([str(a), str(b), "--metrics", "hole/iou/per_image,bce/per_image"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
+    assert rows[0] == "| metric | method | 0-30 | all |"
+    assert rows[1] == "| IoU ↑ (hole+) | hcl | **0.500** | **0.600** |"      # higher IoU is better
+    assert rows[2] == "|  | vcnet | 0.300 | 0.400 |"
+    assert rows[3] == "| BCE ↓ | hcl | 0.900 | 0.900 |"                       # lower BCE is better
+    assert rows[4] == "|  | vcnet | **0.400** | **0.400** |"
+    assert summarise_eval.main([str(a), "--clean"]) == 0
+    assert "| hcl | photos | 0.09 | 4 |" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="'hcl' is in both"):
+        summarise_eval.main([str(a), str(_results_file(tmp_path / "c.json", "hcl", iou=0.1, bce=0.1))])
+    assert summarise_eval.main([str(tmp_path / "missing.json")]) == 2
