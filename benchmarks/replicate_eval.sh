@@ -32,9 +32,11 @@ case $group in
         models=(--model runs/rep_exports/hcl_tiny --model runs/rep_exports/vcnet_cpu --model runs/rep_exports/seg_tiny)
         # 1, 2 and 6 (before calibration): own detection, restoration, clean test photos
         evaluate main "${models[@]}" "${benches[@]}" --clean runs/clean_test --clean-size 128
-        # 2: every restorer (and GDN) fed the true mask, and GDN fed HCL's predicted mask
+        # 2: every restorer (and GDN) fed the true mask, and GDN fed each detector's mask (main Table 2)
         evaluate true_mask "${models[@]}" --model gdn --given-mask true "${benches[@]}"
-        evaluate gdn_hcl_mask --model gdn --given-mask runs/rep_exports/hcl_tiny "${benches[@]}"
+        for name in hcl_tiny vcnet_cpu seg_tiny; do
+            evaluate "gdn_${name}_mask" --model gdn --given-mask "runs/rep_exports/$name" "${benches[@]}"
+        done
         # 5: bidirectional targets (the pasted photo restored with the inverted mask)
         evaluate bidirectional "${models[@]}" --bench runs/bench128/bidirectional
         # 6: the no-corruption threshold of hcl_tiny calibrated on the validation photos, then re-measured

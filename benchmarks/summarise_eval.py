@@ -80,6 +80,10 @@ def tables(records: list[dict], metrics: list[str], benches: list[str] | None = 
     return "\n\n".join(out) + "\n"
 
 
+def _cell(value, digits: int) -> str:
+    return f"{value:.{digits}g}" if isinstance(value, (int, float)) else ("n/a" if value is None else str(value))
+
+
 def clean_table(paths: list[Path]) -> str:
     """Clean-photo records of every file: one row per (method, folder)."""
     lines = []
@@ -89,7 +93,7 @@ def clean_table(paths: list[Path]) -> str:
                 keys = [k for k in rec["metrics"] if isinstance(rec["metrics"][k], (int, float))]
                 lines += ["| method | photos | " + " | ".join(keys) + " |", "|---|---|" + "---:|" * len(keys)]
             lines.append(f"| {rec['method']} | {rec['bench'].removeprefix('clean:')} | "
-                         + " | ".join(f"{rec['metrics'][k]:.4g}" for k in keys) + " |")
+                         + " | ".join(_cell(rec["metrics"].get(k), 4) for k in keys) + " |")
     return "\n".join(lines) + "\n"
 
 
