@@ -281,7 +281,9 @@ def test_configs_hold_the_two_phase_schedule(name):
     assert cfg.task == "hcl" and [p.name for p in cfg.phases] == ["phase1", "phase2"]
     p1, p2 = cfg.phases
     assert p1.flags == {"gt_masks": True, "train_refiner": False} and p1.loss_weights["adv"] == 0
-    assert p2.flags == {"gt_masks": False, "train_refiner": True} and p2.loss_weights["adv"] == 1
+    assert p2.flags == {"gt_masks": False, "train_refiner": True}
+    # lambda_4: the paper's 1 in the paper configs; 1e-3 on CPU (the default run's refiner collapsed under 1)
+    assert p2.loss_weights["adv"] == (1e-3 if name == "hcl_tiny" else 1)
     assert p2.lrs["R"] == p2.lrs["D"] == 1e-4 and p2.fresh_optimizers
     assert p1.loss_weights["contrast"] == p2.loss_weights["contrast"] == 0.1
     assert load_model_config(CONFIGS / f"{name}.yaml").task == "hcl"
@@ -289,6 +291,12 @@ def test_configs_hold_the_two_phase_schedule(name):
         assert cfg.data.size == 128 and cfg.data.patterns == ["image"] and cfg.train.batch_size == 4
         assert cfg.loss["perceptual"] == "vgg16-hed" and cfg.train.threads == 2
         assert p2.start == int(0.6 * cfg.train.steps)
+        for rival in ("vcnet_cpu", "seg_tiny"):     # the replication compares them at one budget
+            other = load_experiment(CONFIGS / f"{rival}.yaml")
+            assert (other.train.steps, other.train.batch_size, other.train.seed, other.phases[1].start) \
+                == (cfg.train.steps, cfg.train.batch_size, cfg.train.seed, p2.start)
+            assert (other.data.patterns, other.data.buckets, other.data.size) == \
+                (cfg.data.patterns, cfg.data.buckets, cfg.data.size)
     else:
         assert cfg.train.batch_size == 3 and p2.start == 50_000 and cfg.train.steps == 150_000
         assert cfg.loss["perceptual"] == "vgg19"
