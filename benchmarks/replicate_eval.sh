@@ -5,7 +5,8 @@
 #   bash benchmarks/replicate_eval.sh GROUP [THREADS]
 #
 # GROUP: main (experiments 1, 2, 5, 6: detection, restoration, GDN fed HCL's / the true mask,
-# bidirectional targets, clean photos before / after calibration); speed-main (idle-machine
+# bidirectional targets, clean photos before / after calibration); ablations, depth, logo, gdn
+# (experiments 3, 4, 7: the group's runs beside hcl_tiny / the bundled gdn); speed-main (idle-machine
 # images/s of the main group's models with THREADS threads: 30 phase-1 steps from scratch and 30
 # phase-2 steps resumed from the final checkpoint; run it on an otherwise idle machine).  Exports go to
 # runs/rep_exports/<name>, results to runs/rep_eval/<experiment>/ (tables.md, results.json, grids).
@@ -49,6 +50,24 @@ case $group in
         evaluate calibrated --model runs/rep_exports/hcl_tiny --model runs/rep_exports/hcl_tiny_calibrated \
             "${benches[@]}" --clean runs/clean_test --clean-size 128
         ;;
+    ablations | depth | logo | gdn)  # the group's runs beside the main group's (committed) models
+        case $group in
+            ablations) names=(no_hierarchy no_inter_stage no_selection) ;;
+            depth) names=(depth1 depth2 depth4) ;;
+            logo) names=(logo) ;;
+            gdn) names=(gdn_ce gdn_bce gdn_adv) ;;
+        esac
+        models=()
+        for name in "${names[@]}"; do export_run "$name"; models+=(--model "runs/rep_exports/$name"); done
+        case $group in
+            ablations | depth)
+                evaluate "$group" --model exports/replication/hcl_tiny "${models[@]}" "${benches[@]}" ;;
+            logo)
+                evaluate logo --model exports/replication/hcl_tiny "${models[@]}" --bench runs/bench128/logo ;;
+            gdn)  # Det = the bundled gdn (configs/gdn_cpu.yaml); true masks, GDN's six buckets
+                evaluate gdn --model gdn "${models[@]}" --given-mask true --bench runs/bench128/gdn_test ;;
+        esac
+        ;;
     speed-main)
         for name in hcl_tiny vcnet_cpu seg_tiny; do
             quiet=(data.root=$photos train.threads="$threads" train.val_every=100000 train.grid_every=100000
@@ -62,7 +81,7 @@ case $group in
         done
         ;;
     *)
-        echo "unknown group '$group' (main, speed-main)" >&2
+        echo "unknown group '$group' (main, ablations, depth, logo, gdn, speed-main)" >&2
         exit 2
         ;;
 esac

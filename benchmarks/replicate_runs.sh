@@ -33,6 +33,9 @@ case $group in
         blindinpaint synth "${common[@]}" --noise-images $photos --noise-split noise_test --patterns image --seed 1 -o runs/bench128/unseen_source
         blindinpaint synth "${common[@]}" --patterns constant,single_color,noise,text --seed 2 -o runs/bench128/unseen_patterns
         blindinpaint synth "${common[@]}" --patterns logo --seed 4 -o runs/bench128/logo
+        # GDN's six buckets, constant fill (docs/gdn.md)
+        blindinpaint synth --images $photos --split test --patterns constant --size 128 --seed 20 --blur-sigma 0 \
+            --buckets 1-10,10-20,20-30,30-40,40-50,50-60 -o runs/bench128/gdn_test
         blindinpaint synth "${common[@]}" --noise-images $photos --noise-split train --patterns image --bidirectional \
             --seed 5 -o runs/bench128/bidirectional
         # the corpus's test photos as a plain folder (evaluate --clean: false-positive rate)
