@@ -38,6 +38,9 @@ case $group in
         for name in hcl_tiny vcnet_cpu seg_tiny; do
             evaluate "gdn_${name}_mask" --model gdn --given-mask "runs/rep_exports/$name" "${benches[@]}"
         done
+        # 1 and 2 at 256 px (trained at 128 px)
+        evaluate main256 "${models[@]}" --bench runs/bench256/seen --bench runs/bench256/unseen_source \
+            --bench runs/bench256/unseen_patterns
         # 5: bidirectional targets (the pasted photo restored with the inverted mask)
         evaluate bidirectional "${models[@]}" --bench runs/bench128/bidirectional
         # 6: the no-corruption threshold of hcl_tiny calibrated on the validation photos, then re-measured

@@ -33,6 +33,11 @@ case $group in
         blindinpaint synth "${common[@]}" --noise-images $photos --noise-split noise_test --patterns image --seed 1 -o runs/bench128/unseen_source
         blindinpaint synth "${common[@]}" --patterns constant,single_color,noise,text --seed 2 -o runs/bench128/unseen_patterns
         blindinpaint synth "${common[@]}" --patterns logo --seed 4 -o runs/bench128/logo
+        # the same three sets at 256 px (models trained at 128 px; seeds + 10)
+        big=(--images $photos --split test --assets data/assets --buckets 0-30,30-60 --size 256)
+        blindinpaint synth "${big[@]}" --noise-images $photos --noise-split train --patterns image --seed 10 -o runs/bench256/seen
+        blindinpaint synth "${big[@]}" --noise-images $photos --noise-split noise_test --patterns image --seed 11 -o runs/bench256/unseen_source
+        blindinpaint synth "${big[@]}" --patterns constant,single_color,noise,text --seed 12 -o runs/bench256/unseen_patterns
         # GDN's six buckets, constant fill (docs/gdn.md)
         blindinpaint synth --images $photos --split test --patterns constant --size 128 --seed 20 --blur-sigma 0 \
             --buckets 1-10,10-20,20-30,30-40,40-50,50-60 -o runs/bench128/gdn_test
