@@ -19,6 +19,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from script_errors import run_reporting_errors
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -28,15 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--assets", help="fonts/logos folder (text and logo patterns)")
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--threads", type=int, default=2)
-    args = parser.parse_args(argv)
-
-    from blindinpaint.errors import UserError
-
-    try:
-        return run(args)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return run_reporting_errors(run, parser.parse_args(argv))
 
 
 def run(args: argparse.Namespace) -> int:

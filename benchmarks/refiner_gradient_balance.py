@@ -17,6 +17,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from script_errors import run_reporting_errors
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -25,15 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fresh-refiner", action="store_true")
     parser.add_argument("--count", type=int, default=4)
     parser.add_argument("--threads", type=int, default=2)
-    args = parser.parse_args(argv)
-
-    from blindinpaint.errors import UserError
-
-    try:
-        return run(args)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return run_reporting_errors(run, parser.parse_args(argv))
 
 
 def run(args: argparse.Namespace) -> int:
