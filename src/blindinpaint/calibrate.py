@@ -1,8 +1,9 @@
 """Calibrate HCL's label-free "nothing is corrupted" rule (SPEC section 3, last paragraph).
 
 K = 2 clustering (main Sec. 3.2, Eq. 4) always splits an image in two, so a clean photo would lose
-part of its pixels.  ``contrast.no_corruption: centre_cosine`` declares an image clean when the
-cosine of its two S1 K-means centres (``Detection.clean_score``) exceeds ``contrast.clean_threshold``.
+part of its pixels.  The no-corruption rule declares an image clean when its ``Detection.clean_score``
+exceeds ``contrast.clean_threshold``: the cosine of its two S1 K-means centres
+(``no_corruption: centre_cosine``) or the P(clean) of a learnt head (``no_corruption: head``).
 This module picks that threshold on clean validation photos:
 
 1. run the detector (eval mode, rule OFF) on clean crops and on seeded corrupted versions of the
@@ -54,14 +55,14 @@ FEW_PHOTOS = 64
 class CalibrationResult:
     """Chosen threshold and what it does on the calibration set.
 
-    threshold:        clean_threshold T (an image is clean iff centre cosine > T), in [-1, 1]
+    threshold:        clean_threshold T (an image is clean iff clean_score > T), in [-1, 1]
     max_fpr:          the requested bound on the clean-photo pixel false-positive rate
     fpr_before/after: fraction of clean-photo pixels flagged as hole without / with the rule
     clean_declared:   fraction of clean photos declared clean at T
     recall_loss:      fraction of corrupted images wrongly declared clean at T
     iou_before/after: mean per-image hole-IoU on the corrupted images without / with the rule
-    clean_scores:     N float32, centre cosines of the clean images
-    corrupted_scores: M float32, centre cosines of the corrupted images
+    clean_scores:     N float32, clean scores of the clean images
+    corrupted_scores: M float32, clean scores of the corrupted images
     """
 
     threshold: float
@@ -156,7 +157,7 @@ def cleared(scores: Tensor, has: Tensor, threshold: float | Tensor) -> Tensor:
 def choose_threshold(scores: Tensor, has: Tensor, flagged: Tensor, pixels: Tensor, max_fpr: float) -> float:
     """The largest T in [-1, 1] whose clean-photo pixel FPR after the rule is <= ``max_fpr``.
 
-    scores: N centre cosines of clean images; has: N bool (clusterable); flagged: N flagged-pixel
+    scores: N clean scores of clean images; has: N bool (clusterable); flagged: N flagged-pixel
     counts with the rule off; pixels: N pixel counts.  Candidates: 1 (clears nothing), the midpoints
     between consecutive distinct scores (descending) and the midpoint between -1 and the lowest
     score; each is evaluated with the model's own float32 comparison.
@@ -295,7 +296,8 @@ def write_calibration(folder: str | Path, result: CalibrationResult, info: dict)
     path = folder / CONFIG_FILE
     meta = json.loads(path.read_text())
     contrast = meta["model_config"].setdefault("contrast", {})
-    contrast["no_corruption"] = "centre_cosine"
+    if contrast.get("no_corruption") != "head":  # a model with a clean head keeps its head's score
+        contrast["no_corruption"] = "centre_cosine"
     contrast["clean_threshold"] = result.threshold
     meta.setdefault("extra", {})
     meta["extra"] = dict(meta["extra"] or {})
@@ -370,7 +372,8 @@ def calibrate_main(args: argparse.Namespace) -> int:
         info = {"photos": Path(args.photos).name, "split": args.split, "n_photos": len(paths), "crops": crops,
                 "size": sizes if len(sizes) > 1 else sizes[0], "patterns": patterns, "seed": args.seed}
         path = write_calibration(loaded.source, result, info)
-        print(f"wrote contrast.no_corruption = centre_cosine, clean_threshold = {result.threshold:.4f} to {path}")
+        rule = json.loads(path.read_text())["model_config"]["contrast"]["no_corruption"]
+        print(f"wrote contrast.no_corruption = {rule}, clean_threshold = {result.threshold:.4f} to {path}")
     return 0
 
 

@@ -114,6 +114,14 @@ class Corrupted:
         return float(np.count_nonzero(self.hole)) / self.hole.size
 
 
+def uncorrupted(clean: np.ndarray) -> Corrupted:
+    """A clean photo as a :class:`Corrupted` with nothing corrupted (pattern and bucket ``none``):
+    an all-False hole, ``image`` and ``target`` = ``clean`` (``H x W x 3`` uint8)."""
+    h, w = clean.shape[:2]
+    return Corrupted(image=clean, hole=np.zeros((h, w), dtype=bool), soft_valid=np.ones((h, w), np.float32),
+                     target=clean, noise=clean, meta={"pattern": "none", "bucket": "none", "hole_ratio": 0.0})
+
+
 def check_pattern(pattern: str) -> None:
     if pattern not in PATTERNS:
         raise UserError(f"unknown corruption pattern '{pattern}': choose from {', '.join(PATTERNS)}")
@@ -629,4 +637,5 @@ def _alpha_meta(pattern: str, shapes) -> dict:
 
 __all__ = ["PATTERNS", "ALPHA_PATTERNS", "CorruptionOptions", "Corrupted", "NoisePool", "Assets", "FontAsset",
            "LogoAsset", "corrupt", "blend", "soft_valid_mask", "blur_sigma_for", "check_pattern",
-           "check_pattern_bucket", "allowed_buckets", "resize_crop", "random_crop_box", "center_crop_box", "read_rgb"]
+           "check_pattern_bucket", "allowed_buckets", "resize_crop", "random_crop_box", "center_crop_box", "read_rgb",
+           "uncorrupted"]

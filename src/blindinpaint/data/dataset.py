@@ -7,6 +7,8 @@ Each item is a dict (the trainer relies on these keys)::
      "hole":      1 x H x W float {0, 1},   # 1 = hole (corrupted), 0 = valid
      "pattern":   str, "bucket": str, "hole_ratio": float, "source": str}
 
+(``pattern`` and ``bucket`` are ``"none"`` for the uncorrupted items of ``data.clean_fraction``.)
+
 Training items take a random crop/zoom/flip of a photo, a random pattern and a random bucket;
 evaluation items are a deterministic function of the index (centre crop, patterns and buckets
 cycled so each photo gets every combination).  All randomness of an item derives from
@@ -28,7 +30,7 @@ from torch.utils.data import Dataset
 
 from ..errors import ConfigError, UserError
 from .corruptions import (PATTERNS, Assets, CorruptionOptions, NoisePool, allowed_buckets, center_crop_box,
-                          corrupt, random_crop_box, read_rgb, resize_crop)
+                          corrupt, random_crop_box, read_rgb, resize_crop, uncorrupted)
 from .folders import list_photos, read_manifest
 from .masks import MASK_KINDS, Bucket, make_rng
 
@@ -56,6 +58,9 @@ class DataConfig:
         size: side of the square samples in pixels.
         bidirectional: probability that an ``image`` sample is the swapped view (target = pasted
             photo, inverted mask; main Sec. 4.3.1).
+        clean_fraction: probability that a TRAINING item is left uncorrupted (pattern ``none``,
+            an all-zero hole mask, corrupted = clean), so a blind model also sees clean photos
+            (the no-corruption head, ``model.contrast.no_corruption: head``).  Not in the papers.
         num_workers: DataLoader workers.
         blur_sigma: boundary blur sigma in pixels at 256 px (authors: 3), scaled with ``size``.
         mask_kind: ``brush`` (authors' strokes), ``rect`` or ``mixed``.
@@ -72,6 +77,7 @@ class DataConfig:
     buckets: list[str] = field(default_factory=lambda: ["0-30", "30-60"])
     size: int = 256
     bidirectional: float = 0.0
+    clean_fraction: float = 0.0
     num_workers: int = 0
     blur_sigma: float = 3.0
     mask_kind: str = "brush"
@@ -102,6 +108,8 @@ class DataConfig:
             raise ConfigError(f"data.size must be at least 16, got {self.size}")
         if not 0.0 <= self.bidirectional <= 1.0:
             raise ConfigError(f"data.bidirectional is a probability in [0, 1], got {self.bidirectional}")
+        if not 0.0 <= self.clean_fraction < 1.0:
+            raise ConfigError(f"data.clean_fraction is a probability in [0, 1), got {self.clean_fraction}")
         if self.num_workers < 0:
             raise ConfigError(f"data.num_workers must be >= 0, got {self.num_workers}")
         if self.blur_sigma < 0:
@@ -239,6 +247,9 @@ class CorruptionDataset(Dataset):
             clean = resize_crop(photo, (size, size), random_crop_box(photo.shape[:2], (size, size), rng, TRAIN_ZOOM))
             if rng.random() < 0.5:
                 clean = np.ascontiguousarray(clean[:, ::-1])
+            # drawn only when enabled, so runs without clean items keep their exact data order
+            if self.cfg.clean_fraction > 0 and rng.random() < self.cfg.clean_fraction:
+                return uncorrupted(clean), path
             pattern = self.cfg.patterns[int(rng.choice(len(self.cfg.patterns), p=self.pattern_p))]
             allowed = allowed_buckets(pattern, self.buckets)
             bucket = allowed[int(rng.integers(len(allowed)))]

@@ -34,13 +34,21 @@ from .kmeans import cosine_to_centres, spherical_kmeans
 class ContrastConfig:
     """Settings of the hierarchical contrastive detector (defaults = paper / authors' code).
 
-    no_corruption: label-free "nothing is corrupted" rule (SPEC section 3, last paragraph).
-      ``centre_cosine``: an image is clean when the cosine similarity of its two S1 centres
-      exceeds ``clean_threshold``.  K-means always splits in two; on a corrupted image the
-      contrastive loss drives the two regions' embeddings apart (low or negative centre cosine),
-      while the two halves of one homogeneous population stay close.  The statistic is
-      scale-free and needs no labels; calibrate ``clean_threshold`` on clean validation photos
-      (its default is a placeholder until then).  ``off`` never declares an image clean.
+    no_corruption: the "nothing is corrupted" rule (SPEC section 3, last paragraph); an image is
+      declared clean when its ``clean_score`` exceeds ``clean_threshold``.
+      ``centre_cosine`` (label-free): the score is the cosine similarity of the two S1 centres.
+      K-means always splits in two; on a corrupted image the contrastive loss drives the two
+      regions' embeddings apart (low or negative centre cosine), while the two halves of one
+      homogeneous population stay close.
+      ``head`` (an extension, not in the paper): the score is P(clean) of a small learnt
+      :class:`CleanHead` on the S1 embeddings and the centre cosine, trained with the BCE of
+      :func:`clean_loss` on batches that mix clean photos in (``data.clean_fraction``).
+      ``off`` never declares an image clean (a model with a head keeps computing its score).
+      Calibrate ``clean_threshold`` on clean validation photos (``blindinpaint calibrate``; the
+      default is a placeholder until then).
+    clean_head_width: hidden channels of the :class:`CleanHead` (``no_corruption: head``).
+    clean_head_detach: feed the head detached S1 embeddings (its BCE then trains the head only);
+      False = its gradient also reaches the projection heads and the encoder.
     confidence: ``code`` = P(assigned cluster) = softmax(cos / tau) (authors' code, SPEC section 0);
       ``paper`` = Eq. 5 exactly as printed, softmax(-cos / tau) at the assigned cluster, which for
       K = 2 equals 1 - the code confidence (the sign is a typo; kept for the ablation).  It ranks
@@ -64,14 +72,16 @@ class ContrastConfig:
     max_representatives: int = 256
     confidence: Literal["code", "paper"] = "code"
     polarity_from_gt_in_training: bool = True
-    no_corruption: Literal["centre_cosine", "off"] = "centre_cosine"
+    no_corruption: Literal["centre_cosine", "head", "off"] = "centre_cosine"
     clean_threshold: float = 0.5
+    clean_head_width: int = 32
+    clean_head_detach: bool = False
 
     def validate(self) -> None:
         if not 1 <= self.stages <= 4:
             raise ConfigError(f"contrast.stages must be 1-4, got {self.stages}")
         for name in ("embed_dim", "hidden_dim", "kmeans_iters", "kmeans_restarts",
-                     "max_queries", "max_representatives"):
+                     "max_queries", "max_representatives", "clean_head_width"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"contrast.{name} must be >= 1, got {getattr(self, name)}")
         if self.max_representatives < 4:
@@ -84,11 +94,12 @@ class ContrastConfig:
             raise ConfigError("contrast.erode and contrast.edge_radius must be >= 0")
         if self.confidence not in ("code", "paper"):
             raise ConfigError(f"contrast.confidence must be 'code' or 'paper', got {self.confidence!r}")
-        if self.no_corruption not in ("centre_cosine", "off"):
-            raise ConfigError(
-                f"contrast.no_corruption must be 'centre_cosine' or 'off', got {self.no_corruption!r}")
+        if self.no_corruption not in ("centre_cosine", "head", "off"):
+            raise ConfigError("contrast.no_corruption must be 'centre_cosine', 'head' or 'off', "
+                              f"got {self.no_corruption!r}")
         if not -1.0 <= self.clean_threshold <= 1.0:
-            raise ConfigError(f"contrast.clean_threshold is a cosine in [-1, 1], got {self.clean_threshold}")
+            raise ConfigError("contrast.clean_threshold is a cosine or a probability, in [-1, 1]; "
+                              f"got {self.clean_threshold}")
 
 
 @dataclass
@@ -107,8 +118,10 @@ class Detection:
     valid_centre:      per stage, B long index into ``centres[s]`` of the valid cluster
     cluster_prob_hole: per stage, P(hole) before the no-corruption override (loss sampling)
     valid_px:          per stage, B x 1 x H_s x W_s bool, real image pixels (not padding)
-    clean_score:       B, the no-corruption statistic (cosine of the two S1 centres)
+    clean_score:       B, the no-corruption statistic: cosine of the two S1 centres, or P(clean)
+                       of the :class:`CleanHead` when the detector has one
     gathered_rows:     per stage, number of feature rows gathered and labelled by K-means
+    clean_logit:       B logit of "clean" of the :class:`CleanHead` (with gradient), or None
     """
 
     hole: list[Tensor]
@@ -125,6 +138,7 @@ class Detection:
     valid_px: list[Tensor]
     clean_score: Tensor
     gathered_rows: list[int]
+    clean_logit: Optional[Tensor] = None
 
 
 @dataclass
@@ -135,7 +149,7 @@ class FixedCentres:
     centres:      per stage (coarse -> fine), B x 2 x E unit centres (``Detection.centres``)
     valid_centre: per stage, B long index of the valid centre
     clean:        B bool, the whole image's no-corruption decision
-    clean_score:  B, its statistic (cosine of the two S1 centres)
+    clean_score:  B, its statistic (``Detection.clean_score``)
     """
 
     centres: list[Tensor]
@@ -183,6 +197,30 @@ class ProjectionHead(nn.Module):
 
     def _rows(self, t: Tensor) -> Tensor:
         return F.normalize(_conv1x1_tokens(self.fc2, self.act(_conv1x1_tokens(self.fc1, t))), dim=-1)
+
+
+class CleanHead(nn.Module):
+    """Learnt "is this image clean?" score (``contrast.no_corruption: head``; an extension).
+
+    S1 embeddings B x E x H x W (unit vectors), real-pixel mask B x 1 x H x W bool and the centre
+    cosine B -> B logits of "the image is clean".  1x1 conv E -> w, ReLU, 3x3 conv w -> w, ReLU;
+    mean and max over the real pixels (2w features) plus the centre cosine; one linear layer.
+    """
+
+    def __init__(self, embed_dim: int, width: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(embed_dim, width, 1)
+        self.conv2 = nn.Conv2d(width, width, 3, padding=1)
+        self.out = nn.Linear(2 * width + 1, 1)
+
+    def forward(self, emb: Tensor, real: Tensor, centre_cosine: Tensor) -> Tensor:
+        realf = real.to(emb.dtype)
+        x = F.relu(self.conv1(emb * realf))
+        x = F.relu(self.conv2(x)) * realf  # padding contributes 0 (features are >= 0 after ReLU)
+        mean = x.sum((2, 3)) / realf.sum((2, 3)).clamp(min=1)
+        peak = x.amax((2, 3))
+        features = torch.cat([mean, peak, centre_cosine.to(x.dtype).unsqueeze(1)], dim=1)
+        return self.out(features).squeeze(1)
 
 
 # Rows per run of the no-gradient projection head (each row is computed alone).
@@ -377,6 +415,7 @@ class HierarchicalDetector(nn.Module):
             self.heads.append(ProjectionHead(in_ch, cfg.hidden_dim, cfg.embed_dim))
         self.cluster_classifier = nn.Sequential(  # Sec. 3.2.1: two FC layers with ReLU
             nn.Linear(cfg.embed_dim, cfg.embed_dim), nn.ReLU(), nn.Linear(cfg.embed_dim, 1))
+        self.clean_head = CleanHead(cfg.embed_dim, cfg.clean_head_width) if cfg.no_corruption == "head" else None
 
     # ----------------------------------------------------------------------------- embeddings
     def embed(self, feats: list[Tensor]) -> list[Tensor]:
@@ -428,7 +467,7 @@ class HierarchicalDetector(nn.Module):
         last = len(embeddings) - 1
         out: dict[str, list] = {k: [] for k in ("hole", "prob", "decided", "uncertain", "centres",
                                                 "refined", "valid_centre", "real", "rows")}
-        logits = clean = clean_score = None
+        logits = clean = clean_score = clean_logit = None
         for s, emb in enumerate(embeddings):
             B, E, H, W = emb.shape
             N = H * W
@@ -493,9 +532,13 @@ class HierarchicalDetector(nn.Module):
             out["rows"].append(int(rows.numel()))
             if s == 0:
                 clean_score = (centres[:, 0] * centres[:, 1]).sum(-1)
+                if self.clean_head is not None and fixed is None:
+                    head_in = emb.detach() if cfg.clean_head_detach else emb
+                    clean_logit = self.clean_head(head_in, real, clean_score)
+                    clean_score = torch.sigmoid(clean_logit.detach().float())
                 if fixed is not None:
                     clean_score, clean = fixed.clean_score.to(emb.device), fixed.clean.to(emb.device)
-                elif cfg.no_corruption == "centre_cosine" and not self.training:
+                elif cfg.no_corruption != "off" and not self.training:
                     # inference only: in training the decoder must see the clusters' masks
                     clean = has & (clean_score > cfg.clean_threshold)
                 else:
@@ -516,6 +559,7 @@ class HierarchicalDetector(nn.Module):
             valid_px=out["real"],
             clean_score=clean_score,
             gathered_rows=out["rows"],
+            clean_logit=clean_logit,
         )
 
     def _decide(self, p_hole: Tensor, eligible: Tensor, img: Tensor, rows: Tensor,
@@ -746,7 +790,8 @@ def classifier_loss(det: Detection, gt_hole: Tensor) -> Tensor:
     """BCE of the S1 cluster classifier against the ground-truth polarity (valid centre = 1).
 
     The true polarity is the labelling of the two S1 clusters that agrees with more real pixels
-    (hole fraction of each position's patch); images where both labellings tie are skipped.
+    (hole fraction of each position's patch); images where both labellings tie, and clean images
+    (no hole pixel: no true polarity), are skipped.
     """
     emb = det.embeddings[0].detach()
     B, E, H, W = emb.shape
@@ -755,6 +800,23 @@ def classifier_loss(det: Detection, gt_hole: Tensor) -> Tensor:
     assign = cosine_to_centres(x, img, det.centres[0]).argmax(1)
     frac, _, _ = pool_ground_truth(gt_hole, (H, W))
     gt_valid, decisive = _gt_valid_centre(assign, det.valid_px[0].reshape(-1), frac.reshape(-1), img, B)
+    decisive = decisive & (frac.flatten(1) > 0).any(1)  # a clean image has no true polarity
     target = F.one_hot(gt_valid, 2).to(det.classifier_logits.dtype)
     bce = F.binary_cross_entropy_with_logits(det.classifier_logits, target, reduction="none").mean(1)
     return (bce * decisive).sum() / decisive.sum().clamp(min=1)
+
+
+def has_hole(gt_hole: Tensor) -> Tensor:
+    """B x 1 x H x W {0, 1} ground truth -> B bool: the image has at least one hole pixel."""
+    return (gt_hole > 0.5).flatten(1).any(1)
+
+
+def clean_loss(det: Detection, gt_hole: Tensor) -> Tensor:
+    """BCE of the :class:`CleanHead`'s logit against "the image has no hole pixel" (mean over images).
+
+    gt_hole: B x 1 x H x W {0, 1} (1 = hole), padding 0.  Needs a detector with a clean head.
+    """
+    if det.clean_logit is None:
+        raise ValueError("clean_loss needs a detector with a clean head (contrast.no_corruption: head)")
+    target = (~has_hole(gt_hole)).to(det.clean_logit.dtype)
+    return F.binary_cross_entropy_with_logits(det.clean_logit, target)

@@ -156,8 +156,14 @@ def resolve_resume(resume: str, run_dir: str | Path) -> Path | None:
 
 
 # ------------------------------------------------------------- state loading
-def load_module_state(module: nn.Module, state: dict, name: str, source: str | Path) -> None:
-    """``module.load_state_dict(state)`` with a one-line UserError on any mismatch."""
+def load_module_state(module: nn.Module, state: dict, name: str, source: str | Path,
+                      allow_missing: bool = False) -> list[str]:
+    """``module.load_state_dict(state)`` with a one-line UserError on any mismatch.
+
+    ``allow_missing``: keys of the module that ``state`` lacks keep their current values (a
+    fine-tuning run adding a new head); returns those keys.  Unknown keys and shape mismatches
+    are always errors.
+    """
     own = module.state_dict()
     hint = "was it trained with a different model config?"
     for key, value in state.items():
@@ -166,11 +172,13 @@ def load_module_state(module: nn.Module, state: dict, name: str, source: str | P
                             f"{tuple(value.shape)} there but {tuple(own[key].shape)} here; {hint}")
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
-    if missing or unexpected:
-        what = f"lacks '{name}.{missing[0]}'" if missing else f"has an unknown key '{name}.{unexpected[0]}'"
+    if unexpected or (missing and not allow_missing):
+        what = f"lacks '{name}.{missing[0]}'" if missing and not allow_missing else \
+            f"has an unknown key '{name}.{unexpected[0]}'"
         raise UserError(f"weights in {source} do not fit this model: the file {what} "
                         f"({len(missing)} missing, {len(unexpected)} unknown keys); {hint}")
-    module.load_state_dict(state)
+    module.load_state_dict(state, strict=not allow_missing)
+    return missing
 
 
 # ------------------------------------------------------------------ manager

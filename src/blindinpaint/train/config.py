@@ -40,6 +40,8 @@ class TrainConfig:
     seed: int = 0
     out: str = "runs/default"       # the run directory
     resume: str = ""                # "" = fresh run, "latest" = newest checkpoint in ``out`` (if any), or a path
+    init_from: str = ""             # fresh run (step 0) from these weights: model name, export, run or checkpoint;
+                                    # tensors it lacks (a new head) keep their init; ignored when resuming
     log_every: int = 10             # steps between scalar logs
     val_every: int = 500            # steps between validations (0 = only at the end)
     val_size: int = 16              # images in the fixed seeded validation set

@@ -136,6 +136,13 @@ class GDNTask(Task):
     LOSS_WEIGHTS = {"rec": 1.0, "adv": 0.1}  # adv: lambda_adv of Eq. 3 (``adv`` framework only; EdgeConnect's 0.1)
     VAL_METRIC, VAL_MODE = "psnr", "max"
 
+    @classmethod
+    def check_config(cls, cfg) -> None:
+        super().check_config(cfg)
+        if cfg.data.clean_fraction > 0:
+            raise ConfigError("data.clean_fraction must be 0 for GDN: it inpaints a given mask, and a clean "
+                              "item has no hole to inpaint")
+
     def build(self) -> None:
         net = GDN(self.model_cfg)  # the same construction (and init order) as the exported model
         self.generator = net.generator.to(self.device)

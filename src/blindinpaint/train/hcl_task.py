@@ -9,6 +9,7 @@ Loss (main Eq. 13 + the classifier's BCE), images in [-1, 1]::
 
     L = l_pixel * (L1(rec) + L1(refined)) + l_perc * (P_24(rec) + P_45(refined))
       + l_contrast * sum_s L_CL^s + l_adv * (-E[D(refined)]) + l_classifier * BCE(classifier)
+      [+ l_clean * BCE(clean head)]   (only with ``model.contrast.no_corruption: head``; an extension)
 
 ``P_24`` = perceptual L1 on relu2_2 + relu3_2, ``P_45`` on relu4_2 + relu5_2 (authors' layers,
 SPEC section 4), one frozen backbone shared by both.  ``rec`` is detached inside HCLNet before the
@@ -50,7 +51,7 @@ from ..config import to_dict
 from ..errors import ConfigError
 from ..losses import PerceptualLoss, gradient_penalty, l1_loss, wgan_d_loss, wgan_g_loss
 from ..metrics import detection_metrics, restoration_metrics
-from ..models.contrast import Detection, classifier_loss, contrastive_loss, pool_ground_truth
+from ..models.contrast import Detection, classifier_loss, clean_loss, contrastive_loss, has_hole, pool_ground_truth
 from ..models.hcl import HCLConfig, HCLNet, HCLOutput, PatchDiscriminator
 from ..models.vgg import build_backbone
 from ..padding import pad_to_multiple
@@ -135,7 +136,8 @@ class HCLTask(Task):
     OPTIMIZERS = ("G", "R", "D")
     # Defaults = phase 2 of supp. Sec. 3: lambda_1..4 = (0.1, 1, 0.1, 1); the classifier's BCE
     # is added unweighted (SPEC section 4).
-    LOSS_WEIGHTS = {"pixel": 0.1, "perc": 1.0, "contrast": 0.1, "adv": 1.0, "classifier": 1.0}
+    # ``clean``: the BCE of the no-corruption head, if the model has one (not in the paper).
+    LOSS_WEIGHTS = {"pixel": 0.1, "perc": 1.0, "contrast": 0.1, "adv": 1.0, "classifier": 1.0, "clean": 1.0}
     FLAGS = {"gt_masks": False, "train_refiner": True}
     VAL_METRIC = "hole_iou"
     VAL_MODE = "max"
@@ -268,14 +270,21 @@ class HCLTask(Task):
         terms = {"pixel_rec": l1_loss(out.rec, target), "contrast": contrast, "classifier": bce}  # Eq. 10
         loss = (self.weight("pixel") * terms["pixel_rec"] + self.weight("contrast") * contrast
                 + self.weight("classifier") * bce)
+        if det.clean_logit is not None:  # no-corruption head (data.clean_fraction mixes clean photos in)
+            terms["clean_bce"] = clean_loss(det, gt_pad)
+            loss = loss + self.weight("clean") * terms["clean_bce"]
         loss = self.add_restoration_terms(out, target, loss, terms)
         logs = {k: float(v.detach()) for k, v in terms.items()}
         logs.update({f"contrast_s{s + 1}": float(v.detach()) for s, v in enumerate(per_stage)})
         with torch.no_grad():
             # Training mode: S1 polarity comes from the ground truth (authors), so this scores the
-            # clustering; the no-corruption rule is reported as ``clean_rate``.
-            for s, iou in enumerate(stage_hole_iou(det, gt_pad, clusters=True)):
-                logs[f"iou_s{s + 1}"] = float(iou.mean())
+            # clustering of the corrupted images; the no-corruption rule is reported as ``clean_rate``.
+            corrupted = has_hole(gt_pad)
+            if corrupted.any():
+                for s, iou in enumerate(stage_hole_iou(det, gt_pad, clusters=True)):
+                    logs[f"iou_s{s + 1}"] = float(iou[corrupted].mean())
+            if det.clean_logit is not None:
+                logs["clean_acc"] = float(((det.clean_logit > 0) != corrupted).float().mean())
         logs["clean_rate"] = float(det.clean.float().mean())
         logs.update({f"refined_frac_s{s + 1}": float(f) for s, f in enumerate(det.refined_fraction)})
         logs["g_total"] = float(loss.detach())

@@ -174,6 +174,11 @@ class _StopFlag:
         return False
 
 
+def _summarise(keys: list[str]) -> str:
+    """State-dict keys -> their distinct parent modules, e.g. ``net.detector.clean_head``."""
+    return ", ".join(dict.fromkeys(k.rsplit(".", 1)[0] for k in keys))
+
+
 def resolve_module(modules: dict[str, nn.Module], path: str) -> nn.Module:
     """``"net.refiner"`` -> ``modules["net"].refiner``; ConfigError naming the path if absent."""
     head, _, rest = path.partition(".")
@@ -239,6 +244,8 @@ class Trainer:
         self.ckpts = CheckpointManager(self.run_dir, t.keep_last, self.task.VAL_METRIC, self.task.VAL_MODE)
         if info.is_main:
             self.ckpts.remove_stale_temps()
+        if ckpt is None and t.init_from:
+            self._init_from(t.init_from)
         self.ema = EMA({n: self.task.modules()[n] for n in self.task.ema_modules()}, t.ema) if t.ema > 0 else None
         self.phase_index = -1
         self.images_seen = 0
@@ -296,6 +303,28 @@ class Trainer:
                     if key.startswith(prefix):
                         self.ema.shadow[head][key].copy_(value)
         self.log.info(f"phase '{phase.name}': re-initialised {', '.join(phase.reinit)}")
+
+    def _init_from(self, source: str) -> None:
+        """Fine-tuning: copy the exported weights of ``source`` (model name, export folder, run or
+        checkpoint) into the task's exported modules.  Tensors ``source`` lacks keep their fresh
+        initialisation (listed in the log); unknown keys or other shapes are a UserError.  Modules
+        outside the export (e.g. a critic) start fresh."""
+        from ..hub import load  # the hub imports the trainer's checkpoint helpers
+
+        loaded = load(source)
+        if loaded.task != self.cfg.task:
+            raise UserError(f"train.init_from: {loaded.source} holds a '{loaded.task}' model, "
+                            f"this config trains '{self.cfg.task}'")
+        modules = self.task.modules()
+        fresh = []
+        for prefix, name in self.task.export_spec().modules.items():
+            start = f"{prefix}." if prefix else ""
+            state = {k[len(start):]: v for k, v in loaded.state_dict.items() if k.startswith(start)}
+            fresh += [f"{name}.{k}" for k in load_module_state(modules[name], state, name, loaded.source,
+                                                               allow_missing=True)]
+        step = loaded.meta.get("training", {}).get("step", "?")
+        self.log.info(f"initialised from {loaded.source} (trained {step} steps)"
+                      + (f"; {len(fresh)} tensor(s) it lacks start fresh: {_summarise(fresh)}" if fresh else ""))
 
     # ---------------------------------------------------------------- resume
     def _restore(self, ckpt: dict, path: Path) -> None:
