@@ -9,7 +9,8 @@ photo) and on its seeded corrupted images (every pattern, as ``blindinpaint cali
 them), this prints for each candidate score the mean on clean and on corrupted images and the
 AUROC of "clean scores higher than corrupted" (0.5 = no separation, 1 = perfect):
 
-* ``centre_cosine``: cosine of the two S1 centres (the implemented rule);
+* ``centre_cosine``: cosine of the two S1 centres (the ``centre_cosine`` rule);
+* ``clean_head``: P(clean) of the learnt head (``no_corruption: head``), for a model that has one;
 * ``classifier_min_valid``: the classifier's P(valid) of the less valid centre (both valid = clean);
 * ``classifier_small_margin``: minus the gap between the two centres' classifier logits.
 """
@@ -53,9 +54,13 @@ def run(args: argparse.Namespace) -> int:
     def scores(images: torch.Tensor) -> dict[str, torch.Tensor]:
         det, _, _ = net.detect(images * 2 - 1)
         logits = det.classifier_logits  # B x 2, logit that centre k is the valid one
-        return {"centre_cosine": det.clean_score.float(),
-                "classifier_min_valid": torch.sigmoid(logits).amin(dim=1),
-                "classifier_small_margin": -(logits[:, 0] - logits[:, 1]).abs()}
+        centres = det.centres[0].float()
+        out = {"centre_cosine": (centres[:, 0] * centres[:, 1]).sum(-1)}
+        if det.clean_logit is not None:
+            out["clean_head"] = torch.sigmoid(det.clean_logit.float())
+        out["classifier_min_valid"] = torch.sigmoid(logits).amin(dim=1)
+        out["classifier_small_margin"] = -(logits[:, 0] - logits[:, 1]).abs()
+        return out
 
     patterns = [p for p in PATTERNS if args.assets or p not in ("text", "logo")]
     with rule_off(net):

@@ -148,6 +148,12 @@ def test_no_corruption_scores_table_and_wrong_model(corpus, tmp_path, capsys):
     for clean_mean, cor_mean, auroc, counts in table.values():
         assert 0.0 <= float(auroc) <= 1.0 and counts.startswith("15 / ")   # 3 photos x 5 crops
     assert float(table["classifier_small_margin"][0]) <= 0 and -1 <= float(table["centre_cosine"][0]) <= 1
+    head = make_hcl_export(tmp_path / "head", no_corruption="head")
+    assert no_corruption_scores.main([*args[:1], str(head), *args[2:]]) == 0
+    rows = [line.split("|")[1:-1] for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
+    table = {r[0].strip(): [c.strip() for c in r[1:]] for r in rows[1:]}
+    assert "clean_head" in table and 0 <= float(table["clean_head"][0]) <= 1
+    assert table["centre_cosine"] != table["clean_head"]
     gdn = make_gdn_export(tmp_path / "gdn")
     assert no_corruption_scores.main(["--model", str(gdn), "--photos", str(corpus), "--split", "test"]) == 2
     assert "'gdn' model" in capsys.readouterr().err
