@@ -42,6 +42,7 @@ def run(args: argparse.Namespace) -> int:
     from blindinpaint.data.corruptions import PATTERNS
     from blindinpaint.data.dataset import resolve_photos
     from blindinpaint.errors import UserError
+    from blindinpaint.models.contrast import centre_cosine
 
     torch.set_num_threads(args.threads)
     loaded = hub.load(args.model)
@@ -54,8 +55,7 @@ def run(args: argparse.Namespace) -> int:
     def scores(images: torch.Tensor) -> dict[str, torch.Tensor]:
         det, _, _ = net.detect(images * 2 - 1)
         logits = det.classifier_logits  # B x 2, logit that centre k is the valid one
-        centres = det.centres[0].float()
-        out = {"centre_cosine": (centres[:, 0] * centres[:, 1]).sum(-1)}
+        out = {"centre_cosine": centre_cosine(det.centres[0].float())}
         if det.clean_logit is not None:
             out["clean_head"] = torch.sigmoid(det.clean_logit.float())
         out["classifier_min_valid"] = torch.sigmoid(logits).amin(dim=1)

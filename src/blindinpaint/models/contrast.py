@@ -296,6 +296,11 @@ def _up2(x: Tensor) -> Tensor:
     return x.repeat_interleave(2, dim=-2).repeat_interleave(2, dim=-1)
 
 
+def centre_cosine(centres: Tensor) -> Tensor:
+    """B x 2 x E unit centres -> B cosine of the two (the ``centre_cosine`` no-corruption score)."""
+    return (centres[:, 0] * centres[:, 1]).sum(-1)
+
+
 def _erode(mask: Tensor, radius: int) -> Tensor:
     """Binary erosion of a B x 1 x H x W bool map with a (2r+1)^2 square; outside counts as inside."""
     if radius == 0:
@@ -531,7 +536,7 @@ class HierarchicalDetector(nn.Module):
             out["real"].append(real)
             out["rows"].append(int(rows.numel()))
             if s == 0:
-                clean_score = (centres[:, 0] * centres[:, 1]).sum(-1)
+                clean_score = centre_cosine(centres)
                 if self.clean_head is not None and fixed is None:
                     head_in = emb.detach() if cfg.clean_head_detach else emb
                     clean_logit = self.clean_head(head_in, real, clean_score)
@@ -786,6 +791,11 @@ def contrastive_loss(det: Detection, gt_hole: Tensor, cfg: ContrastConfig,
     return torch.stack(per_stage).sum(), per_stage
 
 
+def has_hole(gt_hole: Tensor) -> Tensor:
+    """B x 1 x H x W {0, 1} ground truth -> B bool: the image has at least one hole pixel."""
+    return (gt_hole > 0.5).flatten(1).any(1)
+
+
 def classifier_loss(det: Detection, gt_hole: Tensor) -> Tensor:
     """BCE of the S1 cluster classifier against the ground-truth polarity (valid centre = 1).
 
@@ -800,15 +810,10 @@ def classifier_loss(det: Detection, gt_hole: Tensor) -> Tensor:
     assign = cosine_to_centres(x, img, det.centres[0]).argmax(1)
     frac, _, _ = pool_ground_truth(gt_hole, (H, W))
     gt_valid, decisive = _gt_valid_centre(assign, det.valid_px[0].reshape(-1), frac.reshape(-1), img, B)
-    decisive = decisive & (frac.flatten(1) > 0).any(1)  # a clean image has no true polarity
+    decisive = decisive & has_hole(gt_hole)  # a clean image has no true polarity
     target = F.one_hot(gt_valid, 2).to(det.classifier_logits.dtype)
     bce = F.binary_cross_entropy_with_logits(det.classifier_logits, target, reduction="none").mean(1)
     return (bce * decisive).sum() / decisive.sum().clamp(min=1)
-
-
-def has_hole(gt_hole: Tensor) -> Tensor:
-    """B x 1 x H x W {0, 1} ground truth -> B bool: the image has at least one hole pixel."""
-    return (gt_hole > 0.5).flatten(1).any(1)
 
 
 def clean_loss(det: Detection, gt_hole: Tensor) -> Tensor:
