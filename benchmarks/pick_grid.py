@@ -10,6 +10,9 @@ higher = better), and re-runs ``blindinpaint evaluate`` on a temporary benchmark
 ``--rows`` best and ``--rows`` worst of them, so the grid (input / true mask / mask per stage /
 restored / ground truth, one column group per ``--model``) shows successes on top and failures
 at the bottom, best first.  Every model must be the one the ranking came from or a comparison.
+An evaluation run with ``--given-mask true`` (mask-given models such as GDN) is replayed with the
+true masks; one that fed another model's detection is refused (the detection model is not recorded
+as a loadable path).
 """
 
 from __future__ import annotations
@@ -75,13 +78,17 @@ def main(argv: list[str] | None = None) -> int:
         source = next((Path(b["path"]) for b in results["benches"] if b["name"] == args.bench), None)
         if source is None:
             raise UserError(f"bench '{args.bench}' is not in {args.eval / 'results.json'}")
+        given_mask = results.get("settings", {}).get("given_mask", "none")
+        if given_mask not in ("none", "true"):
+            raise UserError(f"{args.eval} fed the models another model's masks (--given-mask MODEL); "
+                            "pick_grid replays only own detections or --given-mask true")
         ids = ranked_ids(args.eval / "per_image.csv", args.bench, args.pattern, args.rank_by, args.metric)
         chosen = list(dict.fromkeys(ids[:args.rows] + ids[-args.rows:]))  # best first, then the worst
         models = [load_predictor(m) for m in args.model]
         with tempfile.TemporaryDirectory() as tmp:
             bench = sub_bench(source, chosen, Path(tmp) / args.bench)
-            E.evaluate(models, [bench], Path(tmp) / "eval", grid_rows=len(chosen), fid_extractor=None,
-                       lpips=None, progress=False)
+            E.evaluate(models, [bench], Path(tmp) / "eval", given_mask=given_mask, grid_rows=len(chosen),
+                       fid_extractor=None, lpips=None, progress=False)
             args.out.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(Path(tmp) / "eval" / f"grid_{args.pattern}.png", args.out)
     except (UserError, OSError) as err:

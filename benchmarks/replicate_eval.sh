@@ -6,7 +6,8 @@
 #
 # GROUP: main (experiments 1, 2, 5, 6: detection, restoration, GDN fed HCL's / the true mask,
 # bidirectional targets, clean photos before / after calibration); ablations, depth, logo, gdn
-# (experiments 3, 4, 7: the group's runs beside hcl_tiny / the bundled gdn); speed-main (idle-machine
+# (experiments 3, 4, 7: the group's trained runs beside hcl_tiny / the bundled gdn; runs not trained
+# yet are skipped with a message, committed exports/replication/<name> are used when runs/ lacks them; gdn also scores each detector's `inspect` AUROC); speed-main (idle-machine
 # images/s of the main group's models with THREADS threads: 30 phase-1 steps from scratch and 30
 # phase-2 steps resumed from the final checkpoint; run it on an otherwise idle machine).  Exports go to
 # runs/rep_exports/<name>, results to runs/rep_eval/<experiment>/ (tables.md, results.json, grids).
@@ -61,14 +62,37 @@ case $group in
             gdn) names=(gdn_ce gdn_bce gdn_adv) ;;
         esac
         models=()
-        for name in "${names[@]}"; do export_run "$name"; models+=(--model "runs/rep_exports/$name"); done
+        for name in "${names[@]}"; do  # a group may be trained run by run, over several sessions
+            if [ -d "runs/rep_$name/checkpoints" ]; then
+                export_run "$name"
+                models+=(--model "runs/rep_exports/$name")
+            elif [ -d "exports/replication/$name" ]; then  # trained in an earlier session, committed
+                models+=(--model "exports/replication/$name")
+            else
+                echo "skipping $name: not trained yet (bash benchmarks/replicate_runs.sh $group)" >&2
+                continue
+            fi
+        done
+        if [ ${#models[@]} -eq 0 ]; then
+            echo "no run of group '$group' is trained yet" >&2
+            exit 2
+        fi
         case $group in
             ablations | depth)
                 evaluate "$group" --model exports/replication/hcl_tiny "${models[@]}" "${benches[@]}" ;;
-            logo)
-                evaluate logo --model exports/replication/hcl_tiny "${models[@]}" --bench runs/bench128/logo ;;
+            logo)  # beside hcl_tiny (trained on `image`) and the bundled default (every pattern, logo included)
+                evaluate logo --model exports/replication/hcl_tiny "${models[@]}" --model default \
+                    --bench runs/bench128/logo ;;
             gdn)  # Det = the bundled gdn (configs/gdn_cpu.yaml); true masks, GDN's six buckets
-                evaluate gdn --model gdn "${models[@]}" --given-mask true --bench runs/bench128/gdn_test ;;
+                evaluate gdn --model gdn "${models[@]}" --given-mask true --bench runs/bench128/gdn_test
+                # the detector itself: AUROC of its `inspect` heat map on its own generator's fills
+                # (48 seeded 128 px test crops, as docs/results/gdn_inspect_auroc.md for Det)
+                for model in gdn "${models[@]}"; do
+                    [ "$model" = --model ] && continue
+                    name=$(basename "$model")
+                    python benchmarks/bench_inspect_auroc.py --model "$model" --images $photos --split test \
+                        --size 128 --count 48 --seed 0 --threads "$threads" --write "runs/rep_eval/gdn/auroc_$name.md"
+                done ;;
         esac
         ;;
     speed-main)

@@ -9,7 +9,9 @@
 # and data order (the config's), so a group's runs are comparable.  The runs of a group go side by
 # side with THREADS (default 1) torch threads each, so their wall-clock times are busy-machine
 # figures (idle images/s: docs/results.md, "Budgets and speed").  Each run writes
-# runs/rep_<name>/ (git-ignored); runs resume with the same command after an interruption.
+# runs/rep_<name>/ (git-ignored); runs resume with the same command after an interruption.  A run
+# whose final export is committed in exports/replication/<name> is skipped (a group can be finished
+# over several sessions).
 # Evaluation commands: docs/evaluation.md; results and commentary: docs/results.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,6 +22,10 @@ photos=data/corpus
 run() {  # run NAME CONFIG [OVERRIDE...]: train in the background, resuming when a checkpoint exists
     local name=$1 config=$2
     shift 2
+    if [ -d "exports/replication/$name" ] && [ ! -d "runs/rep_$name/checkpoints" ]; then
+        echo "skipping $name: its final weights are committed in exports/replication/$name (remove it to retrain)" >&2
+        return
+    fi
     local out=runs/rep_$name resume=()
     [ -d "$out/checkpoints" ] && resume=(train.resume=latest)
     blindinpaint train --config "$config" data.root=$photos train.threads="$threads" train.keep_last=1 \

@@ -216,6 +216,29 @@ def test_pick_grid_shows_the_best_and_worst_samples_best_first(corpus, tmp_path,
     assert "no column 'no_such'" in capsys.readouterr().err
 
 
+def test_pick_grid_replays_a_given_mask_evaluation_with_the_true_masks(corpus, tmp_path, capsys):
+    from blindinpaint import evaluate as E
+    from blindinpaint.data.bench import synth
+    from blindinpaint.data.masks import parse_buckets
+    from blindinpaint.predictors import load_predictor
+
+    bench = tmp_path / "bench"
+    synth(str(corpus), str(bench), ["constant"], parse_buckets("0-30"), per_image=1, size=32, seed=0,
+          split="test", progress=False)
+    gdn = str(make_gdn_export(tmp_path / "gdn"))
+    E.evaluate([load_predictor(gdn)], [bench], tmp_path / "eval", given_mask="true", fid_extractor=None,
+               lpips=None, progress=False)
+    args = ["--eval", str(tmp_path / "eval"), "--bench", "bench", "--pattern", "constant", "--rank-by",
+            "gdn + true mask", "--metric", "composite/psnr", "--model", gdn, "--rows", "1",
+            "-o", str(tmp_path / "grid.png")]
+    assert pick_grid.main(args) == 0 and (tmp_path / "grid.png").is_file()  # GDN alone cannot detect
+    results = json.loads((tmp_path / "eval" / "results.json").read_text())
+    results["settings"]["given_mask"] = "model"
+    (tmp_path / "eval" / "results.json").write_text(json.dumps(results))
+    assert pick_grid.main(args) == 2
+    assert "another model's masks" in capsys.readouterr().err
+
+
 # ----------------------------------------------------------------------------- summarise_eval
 def _results_file(path: Path, method: str, iou: float, bce: float) -> Path:
     records = [{"method": method, "bench": "seen", "pattern": "image", "bucket": b, "part": "final",
