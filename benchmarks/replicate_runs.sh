@@ -10,8 +10,8 @@
 # side with THREADS (default 1) torch threads each, so their wall-clock times are busy-machine
 # figures (idle images/s: docs/results.md, "Budgets and speed").  Each run writes
 # runs/rep_<name>/ (git-ignored); runs resume with the same command after an interruption.  A run
-# whose final export is committed in exports/replication/<name> is skipped (a group can be finished
-# over several sessions).
+# of a group other than main whose final export is committed in exports/replication/<name> is
+# skipped (a group can be finished over several sessions; replicate_eval.sh then uses the export).
 # Evaluation commands: docs/evaluation.md; results and commentary: docs/results.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,7 +22,8 @@ photos=data/corpus
 run() {  # run NAME CONFIG [OVERRIDE...]: train in the background, resuming when a checkpoint exists
     local name=$1 config=$2
     shift 2
-    if [ -d "exports/replication/$name" ] && [ ! -d "runs/rep_$name/checkpoints" ]; then
+    # (not for `main`: replicate_eval.sh main re-exports from runs/, e.g. for the calibration copy)
+    if [ "$group" != main ] && [ -d "exports/replication/$name" ] && [ ! -d "runs/rep_$name/checkpoints" ]; then
         echo "skipping $name: its final weights are committed in exports/replication/$name (remove it to retrain)" >&2
         return
     fi
