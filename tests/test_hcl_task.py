@@ -109,10 +109,12 @@ def test_phase1_steps_reduce_l1_and_contrastive_loss():
     torch.manual_seed(0)
     task = HCLTask(make_cfg())
     enter(task, 0)
-    h = run_steps(task, synthetic_batch(), 20)
+    h = run_steps(task, synthetic_batch(), 40)
     assert "pixel_refined" not in h and "adv_g" not in h and "d_wgan" not in h  # refiner off in phase 1
     assert mean(h["pixel_rec"][-4:]) < 0.8 * mean(h["pixel_rec"][:4])
-    assert mean(h["contrast"][-4:]) < 0.9 * mean(h["contrast"][:4])
+    # S1 sees every position, so its loss is the clean learning signal (S2/S3 jump with the number
+    # of positions re-clustered); on one fixed batch it falls from ~6.6 to near 0 within 40 steps
+    assert mean(h["contrast_s1"][-4:]) < 0.5 * mean(h["contrast_s1"][:4])
     for s in (1, 2, 3):
         assert 0.0 <= h[f"iou_s{s}"][-1] <= 1.0 and 0.0 < h[f"refined_frac_s{s}"][-1] <= 1.0
     assert h["refined_frac_s1"][-1] == 1.0
