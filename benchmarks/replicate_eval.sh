@@ -6,8 +6,9 @@
 #
 # GROUP: main (experiments 1, 2, 5, 6: detection, restoration, GDN fed HCL's / the true mask,
 # bidirectional targets, clean photos before / after calibration); ablations, depth, logo, gdn
-# (experiments 3, 4, 7: the group's trained runs beside hcl_tiny / the bundled gdn; runs not trained
-# yet are skipped with a message, committed exports/replication/<name> are used when runs/ lacks them; gdn also scores each detector's `inspect` AUROC); speed-main (idle-machine
+# (experiments 3, 4, 7: the group's trained runs beside hcl_tiny / the bundled gdn; a run missing
+# from runs/ is taken from exports/replication/<name> when committed there, else skipped with a
+# message; gdn also scores each detector's `inspect` AUROC); speed-main (idle-machine
 # images/s of the main group's models with THREADS threads: 30 phase-1 steps from scratch and 30
 # phase-2 steps resumed from the final checkpoint; run it on an otherwise idle machine).  Exports go to
 # runs/rep_exports/<name>, results to runs/rep_eval/<experiment>/ (tables.md, results.json, grids).
@@ -70,7 +71,6 @@ case $group in
                 models+=(--model "exports/replication/$name")
             else
                 echo "skipping $name: not trained yet (bash benchmarks/replicate_runs.sh $group)" >&2
-                continue
             fi
         done
         if [ ${#models[@]} -eq 0 ]; then
