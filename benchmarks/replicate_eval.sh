@@ -62,21 +62,23 @@ case $group in
             logo) names=(logo) ;;
             gdn) names=(gdn_ce gdn_bce gdn_adv) ;;
         esac
-        models=()
+        paths=()
         for name in "${names[@]}"; do  # a group may be trained run by run, over several sessions
             if [ -d "runs/rep_$name/checkpoints" ]; then
                 export_run "$name"
-                models+=(--model "runs/rep_exports/$name")
+                paths+=("runs/rep_exports/$name")
             elif [ -d "exports/replication/$name" ]; then  # trained in an earlier session, committed
-                models+=(--model "exports/replication/$name")
+                paths+=("exports/replication/$name")
             else
                 echo "skipping $name: not trained yet (bash benchmarks/replicate_runs.sh $group)" >&2
             fi
         done
-        if [ ${#models[@]} -eq 0 ]; then
+        if [ ${#paths[@]} -eq 0 ]; then
             echo "no run of group '$group' is trained yet" >&2
             exit 2
         fi
+        models=()
+        for path in "${paths[@]}"; do models+=(--model "$path"); done
         case $group in
             ablations | depth)
                 evaluate "$group" --model exports/replication/hcl_tiny "${models[@]}" "${benches[@]}" ;;
@@ -87,11 +89,10 @@ case $group in
                 evaluate gdn --model gdn "${models[@]}" --given-mask true --bench runs/bench128/gdn_test
                 # the detector itself: AUROC of its `inspect` heat map on its own generator's fills
                 # (48 seeded 128 px test crops, as docs/results/gdn_inspect_auroc.md for Det)
-                for model in gdn "${models[@]}"; do
-                    [ "$model" = --model ] && continue
-                    name=$(basename "$model")
-                    python benchmarks/bench_inspect_auroc.py --model "$model" --images $photos --split test \
-                        --size 128 --count 48 --seed 0 --threads "$threads" --write "runs/rep_eval/gdn/auroc_$name.md"
+                for path in gdn "${paths[@]}"; do
+                    python benchmarks/bench_inspect_auroc.py --model "$path" --images $photos --split test \
+                        --size 128 --count 48 --seed 0 --threads "$threads" \
+                        --write "runs/rep_eval/gdn/auroc_$(basename "$path").md"
                 done ;;
         esac
         ;;
